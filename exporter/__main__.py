@@ -1,0 +1,5 @@
+"""``python -m exporter`` is the ``codebook`` command."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""Resolving a provider code: the immutable Codebook and its fallback ladder (TAXONOMY.md §1)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from .keys import normalize_code, normalize_message
+from .loader import Rule, SourceTable, class_bounds, load_tables
+from .taxonomy import NON_ERROR_CATEGORIES, Category, Match, Owner, Retryable, Severity
+from .taxonomy import DEFAULT_OWNER, DEFAULT_RETRYABLE, DEFAULT_SEVERITY
+
+_log = logging.getLogger(__name__)
+
+# Output span/metric attribute names (ARCHITECTURE.md, fixed).
+ATTR_SOURCE = "provider.source"
+ATTR_CODE = "provider.code"
+ATTR_SUBCODE = "provider.subcode"
+ATTR_MESSAGE = "provider.message"
+ATTR_CATEGORY = "provider.category"
+ATTR_SEVERITY = "provider.severity"
+ATTR_RETRYABLE = "provider.retryable"
+ATTR_OWNER = "provider.owner"
+ATTR_MATCH = "provider.match"
+ATTR_ERROR_TYPE = "error.type"
+
+# Distinct raw inputs remembered per Codebook before the fallback cache starts over.
+DEFAULT_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """What a code means: closed labels, how it matched, and the mapping's description.
+
+    ``source`` is the canonical source id, or None when the source is not known. ``attributes``
+    are the output attributes to add to a span or data point (shared; do not mutate).
+    """
+
+    source: str | None
+    category: Category
+    severity: Severity
+    retryable: Retryable
+    owner: Owner
+    match: Match
+    description: str
+    rule: Rule | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def is_error(self) -> bool:
+        """True when the operation did not get through (OpenTelemetry's notion of an error)."""
+        return self.category not in NON_ERROR_CATEGORIES
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-friendly view, for the CLI and logs."""
+        rule = self.rule
+        return {
+            "source": self.source,
+            "category": str(self.category),
+            "severity": str(self.severity),
+            "retryable": str(self.retryable),
+            "owner": str(self.owner),
+            "match": str(self.match),
+            "description": self.description,
+            "name": rule.name if rule else "",
+            "ambiguous": rule.ambiguous if rule else False,
+            "note": rule.note if rule else "",
+            "reason": rule.reason if rule else "",
+            "doc": dict(rule.doc) if rule else {},
+            "mapping": f"{rule.file}:{rule.line}" if rule else "",
+        }
+
+
+def _make(source: str | None, match: Match, rule: Rule | None) -> Resolution:
+    if rule is None:
+        category = Category.UNKNOWN
+        severity, retryable, owner = (DEFAULT_SEVERITY[category], DEFAULT_RETRYABLE[category],
+                                      DEFAULT_OWNER[category])
+        description = "No mapping for this code" if source else "Unknown provider source"
+    else:
+        category, severity, retryable, owner = (rule.category, rule.severity, rule.retryable,
+                                                rule.owner)
+        description = rule.description
+    attrs = {ATTR_CATEGORY: category.value, ATTR_SEVERITY: severity.value,
+             ATTR_RETRYABLE: retryable.value, ATTR_OWNER: owner.value, ATTR_MATCH: match.value}
+    if category not in NON_ERROR_CATEGORIES:
+        attrs[ATTR_ERROR_TYPE] = category.value
+    return Resolution(source, category, severity, retryable, owner, match, description, rule,
+                      MappingProxyType(attrs))
+
+
+@dataclass(frozen=True, slots=True)
+class _ClassRule:
+    lo: int
+    hi: int
+    digits: int
+    resolution: Resolution
+
+
+class Codebook:
+    """An immutable, compiled set of mappings. Safe to share between threads.
+
+    Built once (the expensive part); :meth:`resolve` is then a dict lookup for every input
+    seen before. Reloading builds a new Codebook and swaps it whole.
+    """
+
+    def __init__(self, tables: Iterable[SourceTable], *, cache_size: int = DEFAULT_CACHE_SIZE
+                 ) -> None:
+        self.tables: dict[str, SourceTable] = {}
+        self._names: dict[str, str] = {}
+        self._exact: dict[tuple[str, str, str, str], Resolution] = {}
+        self._subcode: dict[tuple[str, str], Resolution] = {}
+        self._classes: dict[str, tuple[_ClassRule, ...]] = {}
+        self._cache_size = max(cache_size, 0)
+        subcode_seen: dict[tuple[str, str], list[Rule]] = {}
+        for table in tables:
+            src = table.source
+            self.tables[src] = table
+            for name in (src, *table.aliases):
+                self._names[name] = src
+            for rule in table.entries:
+                res = _make(src, Match.EXACT, rule)
+                self._exact[(src, *rule.key)] = res
+                if rule.subcode:
+                    subcode_seen.setdefault((src, rule.subcode), []).append(rule)
+            self._classes[src] = tuple(
+                _ClassRule(lo, hi, len(rule.pattern) if "x" in rule.pattern else 0,
+                           _make(src, Match.CLASS, rule))
+                for rule in table.classes
+                if (bounds := class_bounds(rule.pattern)) is not None
+                for lo, hi in (bounds,)
+            )
+        for (src, sub), rules in subcode_seen.items():
+            # A subcode decides alone only when the source gives it one meaning: a subcode-only
+            # entry, or the single entry that carries it (TAXONOMY.md §1).
+            alone = [r for r in rules if not r.code]
+            chosen = alone[0] if alone else (rules[0] if len(rules) == 1 else None)
+            if chosen is not None:
+                self._subcode[(src, sub)] = self._exact[(src, *chosen.key)]
+        self._unknown_source = _make(None, Match.UNMAPPED, None)
+        self._unmapped = {src: _make(src, Match.UNMAPPED, None) for src in self.tables}
+        self._base_cache = self._seed_cache()
+        self._cache = dict(self._base_cache)
+
+    def _seed_cache(self) -> dict[tuple[object, object, object, object], Resolution]:
+        """Pre-fill the lookup cache with every entry under the forms telemetry sends."""
+        cache: dict[tuple[object, object, object, object], Resolution] = {}
+        for name, src in self._names.items():
+            for (s, code, sub, msg), res in self._exact.items():
+                if s != src or msg:
+                    continue
+                codes: list[object] = [code] + ([int(code)] if _is_int(code) else [])
+                subs: list[object] = [sub] + ([int(sub)] if _is_int(sub) else []) if sub else [None]
+                for c in codes if code else [None]:
+                    for sb in subs:
+                        cache[(name, c, sb, None)] = res
+        return cache
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def canonical_source(self, source: object) -> str | None:
+        """The source id that ``source`` (an id or alias) names, or None."""
+        return self._names.get(source) if isinstance(source, str) else None
+
+    @property
+    def sources(self) -> list[str]:
+        """The canonical source ids, sorted."""
+        return sorted(self.tables)
+
+    def resolve(self, source: object, code: object, subcode: object = None,
+                message: object = None) -> Resolution:
+        """Resolve one code. Never raises: anything unusable resolves to unknown/unmapped."""
+        try:
+            return self._cache[(source, code, subcode, message)]
+        except (KeyError, TypeError):
+            pass
+        try:
+            res = self._resolve(source, code, subcode, message)
+        except Exception:  # the hot path never raises; a bug here must not break telemetry
+            _log.exception("codebook: resolve failed")
+            return self._unknown_source
+        try:
+            if len(self._cache) >= self._cache_size + len(self._base_cache):
+                # Hostile or high-variety input: start over rather than grow or evict per call.
+                self._cache = dict(self._base_cache)
+            self._cache[(source, code, subcode, message)] = res
+        except TypeError:  # unhashable input (a list attribute value): just don't cache it
+            pass
+        return res
+
+    def _resolve(self, source: object, code: object, subcode: object,
+                 message: object) -> Resolution:
+        if isinstance(source, (bytes, bytearray)):
+            source = bytes(source).decode("utf-8", "replace")
+        src = self._names.get(source.strip()) if isinstance(source, str) else None
+        if src is None:
+            return self._unknown_source
+        c = normalize_code(code) or ""
+        sub = normalize_code(subcode) or ""
+        exact = self._exact
+        if sub:
+            hit = exact.get((src, c, sub, "")) or self._subcode.get((src, sub))
+            if hit is not None:
+                return hit
+        if c:
+            msg = normalize_message(message)
+            if msg and (hit := exact.get((src, c, "", msg))) is not None:
+                return hit
+            if (hit := exact.get((src, c, "", ""))) is not None:
+                return hit
+            for rule in self._classes[src]:
+                if _in_class(c, rule):
+                    return rule.resolution
+        return self._unmapped[src]
+
+    def rules(self, source: str | None = None) -> list[Rule]:
+        """Every entry (then class rule) of one source, or of all sources, in file order."""
+        names = [self.canonical_source(source) or ""] if source else self.sources
+        return [r for s in names if s in self.tables
+                for r in (*self.tables[s].entries, *self.tables[s].classes)]
+
+    def is_known_key(self, source: str, code: str, subcode: str) -> bool:
+        """True when (code, subcode) are label values the mappings define (bounded)."""
+        return (source, code, subcode, "") in self._exact or (
+            not code and (source, subcode) in self._subcode)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("-").isdigit()
+
+
+def _in_class(code: str, rule: _ClassRule) -> bool:
+    if not _is_int(code):
+        return False
+    if rule.digits and len(code.lstrip("-")) != rule.digits:
+        return False
+    return rule.lo <= int(code) <= rule.hi
+
+
+def builtin_mappings_dir() -> Path:
+    """Where the built-in mappings live: inside the wheel, or the source tree's mappings/."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "mappings"
+    return packaged if packaged.is_dir() else here.parent / "mappings"
+
+
+def load_codebook(extra_dirs: Iterable[str | Path] | str | Path | None = None, *,
+                  builtin: bool = True, cache_size: int = DEFAULT_CACHE_SIZE) -> Codebook:
+    """Load, validate and compile the built-in mappings, overlaid by ``extra_dirs``.
+
+    Raises :class:`exporter.MappingError` listing every problem when any file is invalid.
+    """
+    if isinstance(extra_dirs, (str, Path)):
+        extra_dirs = [extra_dirs]
+    layers: list[list[str | Path]] = [[builtin_mappings_dir()]] if builtin else []
+    layers.extend([d] for d in extra_dirs or ())
+    return Codebook(load_tables(layers), cache_size=cache_size)
