@@ -15,21 +15,42 @@ from .loader import MappingError, load_tables
 def _lookup(args: argparse.Namespace) -> int:
     book = load_codebook(args.mappings)
     if book.canonical_source(args.source) is None:
-        print(f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
-              file=sys.stderr)
+        print(
+            f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
+            file=sys.stderr,
+        )
         return 2
     res = book.resolve(args.source, args.code, args.subcode, args.message)
-    out = {"source": book.canonical_source(args.source), "code": args.code,
-           "subcode": args.subcode, "message": args.message, **res.as_dict()}
+    out = {
+        "source": book.canonical_source(args.source),
+        "code": args.code,
+        "subcode": args.subcode,
+        "message": args.message,
+        **res.as_dict(),
+    }
     if args.json:
         print(json.dumps(out, ensure_ascii=False, indent=2))
         return 0
-    for key in ("source", "code", "subcode", "message", "category", "severity", "retryable",
-                "owner", "match", "description", "name", "note", "reason", "mapping"):
+    for key in (
+        "source",
+        "code",
+        "subcode",
+        "message",
+        "category",
+        "severity",
+        "retryable",
+        "owner",
+        "match",
+        "description",
+        "name",
+        "note",
+        "reason",
+        "mapping",
+    ):
         if out.get(key):
             print(f"{key:12} {out[key]}")
-    for lang, text in res.as_dict()["doc"].items():  # type: ignore[union-attr]
-        print(f"{'doc.' + lang:12} {' '.join(str(text).split())}")
+    for lang, text in res.rule.doc if res.rule else ():
+        print(f"{'doc.' + lang:12} {' '.join(text.split())}")
     return 0
 
 
@@ -55,19 +76,43 @@ def _validate(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     book = load_codebook(args.mappings)
     if args.source is None:
-        rows = [(t.source, t.version, str(len(t.entries)), str(len(t.classes)),
-                 ",".join(t.aliases), t.title) for t in (book.tables[s] for s in book.sources)]
+        rows: list[tuple[str, ...]] = [
+            (
+                t.source,
+                t.version,
+                str(len(t.entries)),
+                str(len(t.classes)),
+                ",".join(t.aliases),
+                t.title,
+            )
+            for t in (book.tables[s] for s in book.sources)
+        ]
         _table(("SOURCE", "VERSION", "ENTRIES", "CLASSES", "ALIASES", "TITLE"), rows)
         return 0
     src = book.canonical_source(args.source)
     if src is None:
-        print(f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
-              file=sys.stderr)
+        print(
+            f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
+            file=sys.stderr,
+        )
         return 2
-    rows = [(r.pattern or r.code, r.subcode, r.message, str(r.category), str(r.severity),
-             str(r.retryable), str(r.owner), r.description) for r in book.rules(src)]
-    _table(("CODE", "SUBCODE", "MESSAGE", "CATEGORY", "SEVERITY", "RETRYABLE", "OWNER",
-            "DESCRIPTION"), rows)
+    rows = [
+        (
+            r.pattern or r.code,
+            r.subcode,
+            r.message,
+            str(r.category),
+            str(r.severity),
+            str(r.retryable),
+            str(r.owner),
+            r.description,
+        )
+        for r in book.rules(src)
+    ]
+    _table(
+        ("CODE", "SUBCODE", "MESSAGE", "CATEGORY", "SEVERITY", "RETRYABLE", "OWNER", "DESCRIPTION"),
+        rows,
+    )
     return 0
 
 
@@ -88,15 +133,24 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     parser = argparse.ArgumentParser(
         prog="codebook",
-        description="Classify messaging-provider status codes for OpenTelemetry and Prometheus.")
+        description="Classify messaging-provider status codes for OpenTelemetry and Prometheus.",
+    )
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     def mappings_opt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--mappings", action="append", default=[], metavar="DIR",
-                       help="extra mapping folder overlaid on the built-in ones (repeatable)")
+        p.add_argument(
+            "--mappings",
+            action="append",
+            default=[],
+            metavar="DIR",
+            help="extra mapping folder overlaid on the built-in ones (repeatable)",
+        )
 
-    p = sub.add_parser("lookup", help="resolve one code",
-                       description="Resolve one provider code and print its classification.")
+    p = sub.add_parser(
+        "lookup",
+        help="resolve one code",
+        description="Resolve one provider code and print its classification.",
+    )
     p.add_argument("source", metavar="SOURCE", help="source id or alias, e.g. vonage.sms")
     p.add_argument("code", metavar="CODE", help="the provider code, e.g. 1")
     p.add_argument("--subcode", help="ACS subcode")
@@ -105,20 +159,29 @@ def build_parser() -> argparse.ArgumentParser:
     mappings_opt(p)
     p.set_defaults(func=_lookup)
 
-    p = sub.add_parser("validate", help="validate mapping files",
-                       description="Validate mapping files (default: the built-in ones). Prints "
-                                   "every problem as file:line: key: message; exits 1 on any.")
+    p = sub.add_parser(
+        "validate",
+        help="validate mapping files",
+        description="Validate mapping files (default: the built-in ones). Prints "
+        "every problem as file:line: key: message; exits 1 on any.",
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="mapping files or folders")
     p.set_defaults(func=_validate)
 
-    p = sub.add_parser("list", help="list sources, or one source's codes",
-                       description="List the loaded sources, or every code of one source.")
+    p = sub.add_parser(
+        "list",
+        help="list sources, or one source's codes",
+        description="List the loaded sources, or every code of one source.",
+    )
     p.add_argument("source", nargs="?", metavar="SOURCE")
     mappings_opt(p)
     p.set_defaults(func=_list)
 
-    p = sub.add_parser("serve", help="run the OTLP sidecar",
-                       description="Receive OTLP, enrich, count, expose /metrics, forward.")
+    p = sub.add_parser(
+        "serve",
+        help="run the OTLP sidecar",
+        description="Receive OTLP, enrich, count, expose /metrics, forward.",
+    )
     from .serve import add_arguments
 
     add_arguments(p)

@@ -8,10 +8,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from .keys import normalize_code, normalize_message
+from .keys import MAX_MESSAGE_CHARS, normalize_code, normalize_message
 from .loader import Rule, SourceTable, class_bounds, load_tables
-from .taxonomy import NON_ERROR_CATEGORIES, Category, Match, Owner, Retryable, Severity
-from .taxonomy import DEFAULT_OWNER, DEFAULT_RETRYABLE, DEFAULT_SEVERITY
+from .taxonomy import (
+    DEFAULT_OWNER,
+    DEFAULT_RETRYABLE,
+    DEFAULT_SEVERITY,
+    NON_ERROR_CATEGORIES,
+    Category,
+    Match,
+    Owner,
+    Retryable,
+    Severity,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -31,7 +40,7 @@ ATTR_ERROR_TYPE = "error.type"
 DEFAULT_CACHE_SIZE = 4096
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Resolution:
     """What a code means: closed labels, how it matched, and the mapping's description.
 
@@ -77,19 +86,40 @@ class Resolution:
 def _make(source: str | None, match: Match, rule: Rule | None) -> Resolution:
     if rule is None:
         category = Category.UNKNOWN
-        severity, retryable, owner = (DEFAULT_SEVERITY[category], DEFAULT_RETRYABLE[category],
-                                      DEFAULT_OWNER[category])
+        severity, retryable, owner = (
+            DEFAULT_SEVERITY[category],
+            DEFAULT_RETRYABLE[category],
+            DEFAULT_OWNER[category],
+        )
         description = "No mapping for this code" if source else "Unknown provider source"
     else:
-        category, severity, retryable, owner = (rule.category, rule.severity, rule.retryable,
-                                                rule.owner)
+        category, severity, retryable, owner = (
+            rule.category,
+            rule.severity,
+            rule.retryable,
+            rule.owner,
+        )
         description = rule.description
-    attrs = {ATTR_CATEGORY: category.value, ATTR_SEVERITY: severity.value,
-             ATTR_RETRYABLE: retryable.value, ATTR_OWNER: owner.value, ATTR_MATCH: match.value}
+    attrs = {
+        ATTR_CATEGORY: category.value,
+        ATTR_SEVERITY: severity.value,
+        ATTR_RETRYABLE: retryable.value,
+        ATTR_OWNER: owner.value,
+        ATTR_MATCH: match.value,
+    }
     if category not in NON_ERROR_CATEGORIES:
         attrs[ATTR_ERROR_TYPE] = category.value
-    return Resolution(source, category, severity, retryable, owner, match, description, rule,
-                      MappingProxyType(attrs))
+    return Resolution(
+        source,
+        category,
+        severity,
+        retryable,
+        owner,
+        match,
+        description,
+        rule,
+        MappingProxyType(attrs),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +137,9 @@ class Codebook:
     seen before. Reloading builds a new Codebook and swaps it whole.
     """
 
-    def __init__(self, tables: Iterable[SourceTable], *, cache_size: int = DEFAULT_CACHE_SIZE
-                 ) -> None:
+    def __init__(
+        self, tables: Iterable[SourceTable], *, cache_size: int = DEFAULT_CACHE_SIZE
+    ) -> None:
         self.tables: dict[str, SourceTable] = {}
         self._names: dict[str, str] = {}
         self._exact: dict[tuple[str, str, str, str], Resolution] = {}
@@ -127,8 +158,12 @@ class Codebook:
                 if rule.subcode:
                     subcode_seen.setdefault((src, rule.subcode), []).append(rule)
             self._classes[src] = tuple(
-                _ClassRule(lo, hi, len(rule.pattern) if "x" in rule.pattern else 0,
-                           _make(src, Match.CLASS, rule))
+                _ClassRule(
+                    lo,
+                    hi,
+                    len(rule.pattern) if "x" in rule.pattern else 0,
+                    _make(src, Match.CLASS, rule),
+                )
                 for rule in table.classes
                 if (bounds := class_bounds(rule.pattern)) is not None
                 for lo, hi in (bounds,)
@@ -170,8 +205,9 @@ class Codebook:
         """The canonical source ids, sorted."""
         return sorted(self.tables)
 
-    def resolve(self, source: object, code: object, subcode: object = None,
-                message: object = None) -> Resolution:
+    def resolve(
+        self, source: object, code: object, subcode: object = None, message: object = None
+    ) -> Resolution:
         """Resolve one code. Never raises: anything unusable resolves to unknown/unmapped."""
         try:
             return self._cache[(source, code, subcode, message)]
@@ -182,17 +218,16 @@ class Codebook:
         except Exception:  # the hot path never raises; a bug here must not break telemetry
             _log.exception("codebook: resolve failed")
             return self._unknown_source
-        try:
+        if cacheable(source, code, subcode, message):
             if len(self._cache) >= self._cache_size + len(self._base_cache):
                 # Hostile or high-variety input: start over rather than grow or evict per call.
                 self._cache = dict(self._base_cache)
             self._cache[(source, code, subcode, message)] = res
-        except TypeError:  # unhashable input (a list attribute value): just don't cache it
-            pass
         return res
 
-    def _resolve(self, source: object, code: object, subcode: object,
-                 message: object) -> Resolution:
+    def _resolve(
+        self, source: object, code: object, subcode: object, message: object
+    ) -> Resolution:
         if isinstance(source, (bytes, bytearray)):
             source = bytes(source).decode("utf-8", "replace")
         src = self._names.get(source.strip()) if isinstance(source, str) else None
@@ -219,13 +254,28 @@ class Codebook:
     def rules(self, source: str | None = None) -> list[Rule]:
         """Every entry (then class rule) of one source, or of all sources, in file order."""
         names = [self.canonical_source(source) or ""] if source else self.sources
-        return [r for s in names if s in self.tables
-                for r in (*self.tables[s].entries, *self.tables[s].classes)]
+        return [
+            r
+            for s in names
+            if s in self.tables
+            for r in (*self.tables[s].entries, *self.tables[s].classes)
+        ]
 
     def is_known_key(self, source: str, code: str, subcode: str) -> bool:
         """True when (code, subcode) are label values the mappings define (bounded)."""
         return (source, code, subcode, "") in self._exact or (
-            not code and (source, subcode) in self._subcode)
+            not code and (source, subcode) in self._subcode
+        )
+
+
+def cacheable(*values: object) -> bool:
+    """True when every value is small and hashable enough to be kept as a cache key."""
+    for v in values:
+        if v is None or type(v) is int or type(v) is bool or type(v) is float:
+            continue
+        if type(v) is not str or len(v) > MAX_MESSAGE_CHARS:
+            return False
+    return True
 
 
 def _is_int(text: str) -> bool:
@@ -247,8 +297,12 @@ def builtin_mappings_dir() -> Path:
     return packaged if packaged.is_dir() else here.parent / "mappings"
 
 
-def load_codebook(extra_dirs: Iterable[str | Path] | str | Path | None = None, *,
-                  builtin: bool = True, cache_size: int = DEFAULT_CACHE_SIZE) -> Codebook:
+def load_codebook(
+    extra_dirs: Iterable[str | Path] | str | Path | None = None,
+    *,
+    builtin: bool = True,
+    cache_size: int = DEFAULT_CACHE_SIZE,
+) -> Codebook:
     """Load, validate and compile the built-in mappings, overlaid by ``extra_dirs``.
 
     Raises :class:`exporter.MappingError` listing every problem when any file is invalid.

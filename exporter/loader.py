@@ -16,8 +16,15 @@ from typing import Any
 import yaml
 
 from .keys import normalize_code, normalize_message
-from .taxonomy import DEFAULT_OWNER, DEFAULT_RETRYABLE, DEFAULT_SEVERITY, Category, Owner
-from .taxonomy import Retryable, Severity
+from .taxonomy import (
+    DEFAULT_OWNER,
+    DEFAULT_RETRYABLE,
+    DEFAULT_SEVERITY,
+    Category,
+    Owner,
+    Retryable,
+    Severity,
+)
 
 SCHEMA_VERSION = 1
 MAX_DESCRIPTION_CHARS = 160
@@ -100,6 +107,10 @@ class _Problems:
         self.items.append(f"{file}:{line}: {key or '(file)'}: {message}")
 
 
+def _allowed(keys: Sequence[str]) -> str:
+    return f" (allowed: {', '.join(keys)})"
+
+
 def _suggest(value: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
@@ -123,12 +134,44 @@ def _kind(node: yaml.Node) -> str:
 class _FileChecker:
     """Walks one file's YAML node tree, collecting problems and building a SourceTable."""
 
-    TOP_KEYS = ("schema", "source", "aliases", "title", "version", "seeds", "override",
-                "classes", "entries")
-    ENTRY_KEYS = ("code", "subcode", "message", "name", "category", "severity", "retryable",
-                  "owner", "reason", "description", "doc", "result_category", "ambiguous", "note")
-    CLASS_KEYS = ("pattern", "category", "severity", "retryable", "owner", "reason",
-                  "description", "doc", "note")
+    TOP_KEYS = (
+        "schema",
+        "source",
+        "aliases",
+        "title",
+        "version",
+        "seeds",
+        "override",
+        "classes",
+        "entries",
+    )
+    ENTRY_KEYS = (
+        "code",
+        "subcode",
+        "message",
+        "name",
+        "category",
+        "severity",
+        "retryable",
+        "owner",
+        "reason",
+        "description",
+        "doc",
+        "result_category",
+        "ambiguous",
+        "note",
+    )
+    CLASS_KEYS = (
+        "pattern",
+        "category",
+        "severity",
+        "retryable",
+        "owner",
+        "reason",
+        "description",
+        "doc",
+        "note",
+    )
 
     def __init__(self, file: str, problems: _Problems) -> None:
         self.file = file
@@ -137,8 +180,9 @@ class _FileChecker:
     def problem(self, node: yaml.Node | None, key: str, message: str) -> None:
         self.problems.add(self.file, node, key, message)
 
-    def mapping(self, node: yaml.Node, path: str, allowed: Sequence[str],
-                required: Sequence[str]) -> dict[str, yaml.Node] | None:
+    def mapping(
+        self, node: yaml.Node, path: str, allowed: Sequence[str], required: Sequence[str]
+    ) -> dict[str, yaml.Node] | None:
         if not isinstance(node, yaml.MappingNode):
             self.problem(node, path, f"expected a mapping, got {_kind(node)}")
             return None
@@ -147,10 +191,15 @@ class _FileChecker:
             key = knode.value if isinstance(knode, yaml.ScalarNode) else str(knode.value)
             where = f"{path}.{key}" if path else key
             if key not in allowed:
-                self.problem(knode, where,
-                             f"unknown key{_suggest(key, allowed) or ' (allowed: ' + ', '.join(allowed) + ')'}")
+                self.problem(
+                    knode,
+                    where,
+                    f"unknown key{_suggest(key, allowed) or _allowed(allowed)}",
+                )
             elif key in out:
-                self.problem(knode, where, f"duplicate key (first at line {out[key].start_mark.line + 1})")
+                self.problem(
+                    knode, where, f"duplicate key (first at line {out[key].start_mark.line + 1})"
+                )
             else:
                 out[key] = vnode
         for key in required:
@@ -181,12 +230,17 @@ class _FileChecker:
         if not isinstance(node, yaml.SequenceNode):
             self.problem(node, path, f"expected a list, got {_kind(node)}")
             return []
-        return [s for i, item in enumerate(node.value)
-                if (s := self.string(item, f"{path}[{i}]")) is not None]
+        return [
+            s
+            for i, item in enumerate(node.value)
+            if (s := self.string(item, f"{path}[{i}]")) is not None
+        ]
 
     def code(self, node: yaml.Node, path: str) -> str | None:
         if not isinstance(node, yaml.ScalarNode) or node.tag not in (
-                "tag:yaml.org,2002:str", "tag:yaml.org,2002:int"):
+            "tag:yaml.org,2002:str",
+            "tag:yaml.org,2002:int",
+        ):
             self.problem(node, path, f"expected a string or an integer, got {_kind(node)}")
             return None
         value = yaml.safe_load(node.value) if node.tag.endswith(":int") else str(node.value)
@@ -206,25 +260,34 @@ class _FileChecker:
         try:
             return enum(value)
         except ValueError:
-            self.problem(node, path, f"{value!r} is not {what}{_suggest(value, [m.value for m in enum])}")
+            self.problem(
+                node, path, f"{value!r} is not {what}{_suggest(value, [m.value for m in enum])}"
+            )
             return None
 
     # -- the document -------------------------------------------------------------------
 
     def check(self, root: yaml.Node) -> _FileResult:
-        top = self.mapping(root, "", self.TOP_KEYS, ("schema", "source", "title", "version",
-                                                     "entries"))
+        top = self.mapping(
+            root, "", self.TOP_KEYS, ("schema", "source", "title", "version", "entries")
+        )
         if top is None:
             return _FileResult(None, False)
         if "schema" in top:
             node = top["schema"]
             if node.tag != "tag:yaml.org,2002:int" or int(node.value) != SCHEMA_VERSION:
-                self.problem(node, "schema", f"{node.value!r} is not a supported schema version "
-                                             f"(expected {SCHEMA_VERSION})")
+                self.problem(
+                    node,
+                    "schema",
+                    f"{node.value!r} is not a supported schema version (expected {SCHEMA_VERSION})",
+                )
         source = self.string(top["source"], "source") if "source" in top else None
         if source is not None and not _SOURCE_ID.fullmatch(source):
-            self.problem(top["source"], "source",
-                         f"{source!r} is not a source id (lowercase dotted words, e.g. vonage.sms)")
+            self.problem(
+                top["source"],
+                "source",
+                f"{source!r} is not a source id (lowercase dotted words, e.g. vonage.sms)",
+            )
             source = None
         table = SourceTable(
             source=source or "",
@@ -236,16 +299,18 @@ class _FileChecker:
             table.aliases = self.strings(top["aliases"], "aliases")
             for i, alias in enumerate(table.aliases):
                 if not _SOURCE_ID.fullmatch(alias):
-                    self.problem(top["aliases"].value[i], f"aliases[{i}]",
-                                 f"{alias!r} is not a source id")
+                    self.problem(
+                        top["aliases"].value[i], f"aliases[{i}]", f"{alias!r} is not a source id"
+                    )
         if "seeds" in top:
             table.seeds = self.strings(top["seeds"], "seeds")
         override = bool(self.boolean(top["override"], "override")) if "override" in top else False
         if "classes" in top:
             table.classes = list(self.rules(top["classes"], "classes", table.source, is_class=True))
         if "entries" in top:
-            table.entries = list(self.rules(top["entries"], "entries", table.source,
-                                            is_class=False))
+            table.entries = list(
+                self.rules(top["entries"], "entries", table.source, is_class=False)
+            )
         return _FileResult(table if source else None, override)
 
     def rules(self, node: yaml.Node, path: str, source: str, *, is_class: bool) -> Iterator[Rule]:
@@ -257,31 +322,43 @@ class _FileChecker:
             for rule in self.rule(item, f"{path}[{i}]", source, is_class=is_class):
                 key = (rule.pattern, "", "") if is_class else rule.key
                 if key in seen:
-                    self.problem(item, f"{path}[{i}]",
-                                 f"duplicate key {_describe_key(key, is_class)} "
-                                 f"(first at line {seen[key]})")
+                    self.problem(
+                        item,
+                        f"{path}[{i}]",
+                        f"duplicate key {_describe_key(key, is_class)} (first at line {seen[key]})",
+                    )
                     continue
                 seen[key] = rule.line
                 yield rule
 
     def rule(self, node: yaml.Node, path: str, source: str, *, is_class: bool) -> list[Rule]:
         allowed = self.CLASS_KEYS if is_class else self.ENTRY_KEYS
-        required = ("pattern", "category", "description") if is_class else (
-            "category", "description", "doc")
+        required = (
+            ("pattern", "category", "description")
+            if is_class
+            else ("category", "description", "doc")
+        )
         fields = self.mapping(node, path, allowed, required)
         if fields is None:
             return []
         ok = True
         found: dict[str, Any] = {}
-        for key, enum, what in (("category", Category, "a category"),
-                                ("severity", Severity, "a severity"),
-                                ("retryable", Retryable, "a retryable value"),
-                                ("owner", Owner, "an owner")):
+        for key, enum, what in (
+            ("category", Category, "a category"),
+            ("severity", Severity, "a severity"),
+            ("retryable", Retryable, "a retryable value"),
+            ("owner", Owner, "an owner"),
+        ):
             if key in fields:
                 found[key] = self.enum(fields[key], f"{path}.{key}", enum, what)
                 ok = ok and found[key] is not None
-        for key, limit in (("description", MAX_DESCRIPTION_CHARS), ("reason", 0), ("note", 0),
-                           ("name", 0), ("pattern", 0)):
+        for key, limit in (
+            ("description", MAX_DESCRIPTION_CHARS),
+            ("reason", 0),
+            ("note", 0),
+            ("name", 0),
+            ("pattern", 0),
+        ):
             if key in fields:
                 found[key] = self.string(fields[key], f"{path}.{key}", max_chars=limit)
                 ok = ok and found[key] is not None
@@ -289,56 +366,85 @@ class _FileChecker:
         category = found.get("category")
         overrides = [k for k in ("severity", "retryable", "owner") if k in fields]
         if category is not None:
-            defaults = {"severity": DEFAULT_SEVERITY[category], "retryable":
-                        DEFAULT_RETRYABLE[category], "owner": DEFAULT_OWNER[category]}
+            defaults = {
+                "severity": DEFAULT_SEVERITY[category],
+                "retryable": DEFAULT_RETRYABLE[category],
+                "owner": DEFAULT_OWNER[category],
+            }
             for key in overrides:
                 if found.get(key) is not None and found[key] == defaults[key]:
-                    self.problem(fields[key], f"{path}.{key}",
-                                 f"'{found[key]}' is already the default for category "
-                                 f"'{category}'; remove it")
+                    self.problem(
+                        fields[key],
+                        f"{path}.{key}",
+                        f"'{found[key]}' is already the default for category "
+                        f"'{category}'; remove it",
+                    )
                     ok = False
             for key, value in defaults.items():
                 found.setdefault(key, value)
         if overrides and "reason" not in fields:
-            self.problem(node, f"{path}.reason",
-                         f"required when {', '.join(overrides)} is given")
+            self.problem(node, f"{path}.reason", f"required when {', '.join(overrides)} is given")
             ok = False
         ambiguous = False
         if "ambiguous" in fields:
             ambiguous = bool(self.boolean(fields["ambiguous"], f"{path}.ambiguous"))
             if ambiguous and "note" not in fields:
-                self.problem(node, f"{path}.note", "required when ambiguous is true "
-                                                    "(say what the alternative reading is)")
+                self.problem(
+                    node,
+                    f"{path}.note",
+                    "required when ambiguous is true (say what the alternative reading is)",
+                )
                 ok = False
         result_category = ""
         if "result_category" in fields:
-            result_category = self.string(fields["result_category"],
-                                          f"{path}.result_category") or ""
+            result_category = (
+                self.string(fields["result_category"], f"{path}.result_category") or ""
+            )
             if result_category and result_category not in RESULT_CATEGORIES:
-                self.problem(fields["result_category"], f"{path}.result_category",
-                             f"{result_category!r} is not an ACS result category"
-                             f"{_suggest(result_category, RESULT_CATEGORIES)}")
+                self.problem(
+                    fields["result_category"],
+                    f"{path}.result_category",
+                    f"{result_category!r} is not an ACS result category"
+                    f"{_suggest(result_category, RESULT_CATEGORIES)}",
+                )
                 ok = False
         if is_class and found.get("pattern") and class_bounds(found["pattern"]) is None:
-            self.problem(fields["pattern"], f"{path}.pattern",
-                         f"{found['pattern']!r} is not a class pattern (use '5xx' or '480-489')")
+            self.problem(
+                fields["pattern"],
+                f"{path}.pattern",
+                f"{found['pattern']!r} is not a class pattern (use '5xx' or '480-489')",
+            )
             ok = False
         codes, subcode, message = self.keys(fields, path, node) if not is_class else ([""], "", "")
         if not ok or codes is None or category is None:
             return []
         return [
-            Rule(source=source, file=self.file, line=node.start_mark.line + 1,
-                 category=category, severity=found["severity"], retryable=found["retryable"],
-                 owner=found["owner"], description=found["description"], code=code,
-                 subcode=subcode, message=message, pattern=(found.get("pattern") or "").lower(),
-                 name=found.get("name") or "", doc=doc, result_category=result_category,
-                 ambiguous=ambiguous, note=found.get("note") or "",
-                 reason=found.get("reason") or "")
+            Rule(
+                source=source,
+                file=self.file,
+                line=node.start_mark.line + 1,
+                category=category,
+                severity=found["severity"],
+                retryable=found["retryable"],
+                owner=found["owner"],
+                description=found["description"],
+                code=code,
+                subcode=subcode,
+                message=message,
+                pattern=(found.get("pattern") or "").lower(),
+                name=found.get("name") or "",
+                doc=doc,
+                result_category=result_category,
+                ambiguous=ambiguous,
+                note=found.get("note") or "",
+                reason=found.get("reason") or "",
+            )
             for code in codes
         ]
 
-    def keys(self, fields: dict[str, yaml.Node], path: str,
-             node: yaml.Node) -> tuple[list[str] | None, str, str]:
+    def keys(
+        self, fields: dict[str, yaml.Node], path: str, node: yaml.Node
+    ) -> tuple[list[str] | None, str, str]:
         codes: list[str] | None = [""]
         if "code" in fields:
             cnode = fields["code"]
@@ -374,8 +480,11 @@ class _FileChecker:
             return ()
         if not fields:
             self.problem(node, path, "needs at least one language (ja, zh, en)")
-        return tuple((lang, text) for lang, vnode in fields.items()
-                     if (text := self.string(vnode, f"{path}.{lang}")) is not None)
+        return tuple(
+            (lang, text)
+            for lang, vnode in fields.items()
+            if (text := self.string(vnode, f"{path}.{lang}")) is not None
+        )
 
 
 def _describe_key(key: tuple[str, str, str], is_class: bool) -> str:
@@ -396,14 +505,14 @@ def class_bounds(pattern: str) -> tuple[int, int] | None:
     return None
 
 
-
 def mapping_files(paths: Iterable[str | Path]) -> list[Path]:
     """Expand folders to their ``*.yaml``/``*.yml`` files (sorted); keep files as given."""
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir()
-                              if q.suffix in (".yaml", ".yml") and q.is_file()))
+            out.extend(
+                sorted(q for q in p.iterdir() if q.suffix in (".yaml", ".yml") and q.is_file())
+            )
         else:
             out.append(p)
     return out
@@ -438,7 +547,8 @@ def load_tables(layers: Sequence[Iterable[str | Path]]) -> list[SourceTable]:
             other = owner_of_name.setdefault(name, table.source)
             if other != table.source:
                 problems.items.append(
-                    f"{table.file}:1: aliases: {name!r} already names source {other!r}")
+                    f"{table.file}:1: aliases: {name!r} already names source {other!r}"
+                )
     if problems.items:
         raise MappingError(sorted(problems.items, key=_problem_order))
     return list(merged.values())
@@ -471,8 +581,9 @@ def _load_file(path: Path, shown: str, problems: _Problems) -> _FileResult | Non
     return _FileChecker(shown, problems).check(root)
 
 
-def _merge(merged: dict[str, SourceTable], result: _FileResult, overlay: bool,
-           problems: _Problems) -> None:
+def _merge(
+    merged: dict[str, SourceTable], result: _FileResult, overlay: bool, problems: _Problems
+) -> None:
     table = result.table
     assert table is not None
     base = merged.get(table.source)
@@ -492,7 +603,8 @@ def _merge(merged: dict[str, SourceTable], result: _FileResult, overlay: bool,
             hint = "; set 'override: true' in the overlay file to replace it" if overlay else ""
             problems.items.append(
                 f"{rule.file}:{rule.line}: entries: {_describe_key(rule.key, False)} of "
-                f"{table.source!r} conflicts with {first.file}:{first.line}{hint}")
+                f"{table.source!r} conflicts with {first.file}:{first.line}{hint}"
+            )
     existing = {c.pattern: i for i, c in enumerate(base.classes)}
     for rule in table.classes:
         i = existing.get(rule.pattern)
@@ -504,7 +616,8 @@ def _merge(merged: dict[str, SourceTable], result: _FileResult, overlay: bool,
         else:
             problems.items.append(
                 f"{rule.file}:{rule.line}: classes: pattern {rule.pattern!r} of "
-                f"{table.source!r} conflicts with {base.classes[i].file}:{base.classes[i].line}")
+                f"{table.source!r} conflicts with {base.classes[i].file}:{base.classes[i].line}"
+            )
     base.aliases.extend(a for a in table.aliases if a not in base.aliases)
     if overlay:
         base.version = f"{base.version}+{table.version}"

@@ -6,17 +6,10 @@ a label. Defaults are the tables of TAXONOMY.md §3 (severity, retryable) and §
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class _Label(str, Enum):
-    """A closed label value; ``str()`` gives the wire value."""
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Category(_Label):
+class Category(StrEnum):
     """What happened, decided by the condition the provider doc describes (TAXONOMY.md §2)."""
 
     SUCCESS = "success"
@@ -46,7 +39,7 @@ class Category(_Label):
     UNKNOWN = "unknown"
 
 
-class Severity(_Label):
+class Severity(StrEnum):
     """How loudly to react (TAXONOMY.md §3)."""
 
     CRITICAL = "critical"
@@ -55,7 +48,7 @@ class Severity(_Label):
     INFO = "info"
 
 
-class Retryable(_Label):
+class Retryable(StrEnum):
     """Whether the same request may succeed if sent again (TAXONOMY.md §3)."""
 
     WITH_BACKOFF = "with_backoff"
@@ -63,7 +56,7 @@ class Retryable(_Label):
     NO = "no"
 
 
-class Owner(_Label):
+class Owner(StrEnum):
     """Who must change something for the same request to succeed (TAXONOMY.md §4)."""
 
     NONE = "none"
@@ -74,7 +67,7 @@ class Owner(_Label):
     UNKNOWN = "unknown"
 
 
-class Match(_Label):
+class Match(StrEnum):
     """How a code was resolved: an entry, a class rule, or nothing."""
 
     EXACT = "exact"
@@ -82,69 +75,118 @@ class Match(_Label):
     UNMAPPED = "unmapped"
 
 
-C, S, R, O = Category, Severity, Retryable, Owner
+Cat, Sev, Ret, Own = Category, Severity, Retryable, Owner
 
 DEFAULT_SEVERITY: dict[Category, Severity] = {
     **dict.fromkeys(
-        (C.AUTH, C.PERMISSION, C.ACCOUNT_SUSPENDED, C.QUOTA_EXHAUSTED, C.CONFIGURATION,
-         C.SENDER_INVALID),
-        S.CRITICAL,
+        (
+            Cat.AUTH,
+            Cat.PERMISSION,
+            Cat.ACCOUNT_SUSPENDED,
+            Cat.QUOTA_EXHAUSTED,
+            Cat.CONFIGURATION,
+            Cat.SENDER_INVALID,
+        ),
+        Sev.CRITICAL,
     ),
     **dict.fromkeys(
-        (C.INVALID_REQUEST, C.PAYLOAD_TOO_LARGE, C.CONTENT_REJECTED, C.UNSUPPORTED,
-         C.PROVIDER_UNAVAILABLE, C.PROVIDER_INTERNAL),
-        S.ERROR,
+        (
+            Cat.INVALID_REQUEST,
+            Cat.PAYLOAD_TOO_LARGE,
+            Cat.CONTENT_REJECTED,
+            Cat.UNSUPPORTED,
+            Cat.PROVIDER_UNAVAILABLE,
+            Cat.PROVIDER_INTERNAL,
+        ),
+        Sev.ERROR,
     ),
     **dict.fromkeys(
-        (C.RECIPIENT_INVALID, C.RECIPIENT_OPTED_OUT, C.THROTTLED, C.INVALID_STATE, C.DEVICE,
-         C.NETWORK, C.TIMEOUT, C.UNKNOWN),
-        S.WARNING,
+        (
+            Cat.RECIPIENT_INVALID,
+            Cat.RECIPIENT_OPTED_OUT,
+            Cat.THROTTLED,
+            Cat.INVALID_STATE,
+            Cat.DEVICE,
+            Cat.NETWORK,
+            Cat.TIMEOUT,
+            Cat.UNKNOWN,
+        ),
+        Sev.WARNING,
     ),
     **dict.fromkeys(
-        (C.SUCCESS, C.PENDING, C.CALL_ENDED_NORMAL, C.RECIPIENT_DECLINED,
-         C.RECIPIENT_UNREACHABLE),
-        S.INFO,
+        (
+            Cat.SUCCESS,
+            Cat.PENDING,
+            Cat.CALL_ENDED_NORMAL,
+            Cat.RECIPIENT_DECLINED,
+            Cat.RECIPIENT_UNREACHABLE,
+        ),
+        Sev.INFO,
     ),
 }
 
 DEFAULT_RETRYABLE: dict[Category, Retryable] = {
-    **dict.fromkeys(Category, R.NO),
+    **dict.fromkeys(Category, Ret.NO),
     **dict.fromkeys(
-        (C.THROTTLED, C.PROVIDER_UNAVAILABLE, C.PROVIDER_INTERNAL, C.NETWORK, C.TIMEOUT,
-         C.UNKNOWN),
-        R.WITH_BACKOFF,
+        (
+            Cat.THROTTLED,
+            Cat.PROVIDER_UNAVAILABLE,
+            Cat.PROVIDER_INTERNAL,
+            Cat.NETWORK,
+            Cat.TIMEOUT,
+            Cat.UNKNOWN,
+        ),
+        Ret.WITH_BACKOFF,
     ),
-    **dict.fromkeys((C.RECIPIENT_UNREACHABLE, C.RECIPIENT_DECLINED), R.YES),
+    **dict.fromkeys((Cat.RECIPIENT_UNREACHABLE, Cat.RECIPIENT_DECLINED), Ret.YES),
 }
 
 # §4 names owners by situation; the category default is the common case and an entry
 # overrides it (with a reason) for per-user credentials, the provider's upstream network, etc.
 DEFAULT_OWNER: dict[Category, Owner] = {
-    **dict.fromkeys((C.SUCCESS, C.PENDING, C.CALL_ENDED_NORMAL), O.NONE),
+    **dict.fromkeys((Cat.SUCCESS, Cat.PENDING, Cat.CALL_ENDED_NORMAL), Own.NONE),
     **dict.fromkeys(
-        (C.RECIPIENT_DECLINED, C.RECIPIENT_UNREACHABLE, C.RECIPIENT_OPTED_OUT,
-         C.RECIPIENT_INVALID, C.DEVICE, C.NETWORK),
-        O.END_USER,
+        (
+            Cat.RECIPIENT_DECLINED,
+            Cat.RECIPIENT_UNREACHABLE,
+            Cat.RECIPIENT_OPTED_OUT,
+            Cat.RECIPIENT_INVALID,
+            Cat.DEVICE,
+            Cat.NETWORK,
+        ),
+        Own.END_USER,
     ),
     **dict.fromkeys(
-        (C.INVALID_REQUEST, C.INVALID_STATE, C.PAYLOAD_TOO_LARGE, C.CONTENT_REJECTED,
-         C.THROTTLED, C.UNSUPPORTED),
-        O.OUR_APP,
+        (
+            Cat.INVALID_REQUEST,
+            Cat.INVALID_STATE,
+            Cat.PAYLOAD_TOO_LARGE,
+            Cat.CONTENT_REJECTED,
+            Cat.THROTTLED,
+            Cat.UNSUPPORTED,
+        ),
+        Own.OUR_APP,
     ),
     **dict.fromkeys(
-        (C.ACCOUNT_SUSPENDED, C.QUOTA_EXHAUSTED, C.CONFIGURATION, C.SENDER_INVALID, C.AUTH,
-         C.PERMISSION),
-        O.OUR_CONFIG,
+        (
+            Cat.ACCOUNT_SUSPENDED,
+            Cat.QUOTA_EXHAUSTED,
+            Cat.CONFIGURATION,
+            Cat.SENDER_INVALID,
+            Cat.AUTH,
+            Cat.PERMISSION,
+        ),
+        Own.OUR_CONFIG,
     ),
-    **dict.fromkeys((C.PROVIDER_UNAVAILABLE, C.PROVIDER_INTERNAL, C.TIMEOUT), O.PROVIDER),
-    C.UNKNOWN: O.UNKNOWN,
+    **dict.fromkeys((Cat.PROVIDER_UNAVAILABLE, Cat.PROVIDER_INTERNAL, Cat.TIMEOUT), Own.PROVIDER),
+    Cat.UNKNOWN: Own.UNKNOWN,
 }
 
 # The operation did not fail: no ``error.type`` and no span status change for these. Every
 # other category, declined and unreachable included, means the message or call did not get
 # through, which is what OpenTelemetry calls an error even when nobody should be paged.
 NON_ERROR_CATEGORIES: frozenset[Category] = frozenset(
-    (C.SUCCESS, C.PENDING, C.CALL_ENDED_NORMAL)
+    (Cat.SUCCESS, Cat.PENDING, Cat.CALL_ENDED_NORMAL)
 )
 
-del C, S, R, O
+del Cat, Sev, Ret, Own

@@ -1,0 +1,135 @@
+"""The span processor: tags spans that carry a provider code and counts them.
+
+The SDK freezes a span's attributes before ``on_end``, so a span with a code is forwarded
+downstream as an enriched copy; a span without one is forwarded as the same object.
+
+Span status: when the code means the operation did not get through (every category but
+success, pending and call_ended_normal) and the application left the status UNSET, the copy
+gets status ERROR with the category as its description, as OpenTelemetry's guidance for
+failed operations says. A status the application set (OK or ERROR) is never changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.trace import Status, StatusCode
+
+from .enrich import Enricher
+
+_log = logging.getLogger(__name__)
+
+# The fields the public ReadableSpan constructor sets. The fast copy below relies on a span's
+# __dict__ holding exactly these; when it does not (a future SDK), the public API is used.
+_READABLE_FIELDS = frozenset(vars(ReadableSpan("probe")))
+
+
+class _EnrichedSpan(ReadableSpan):
+    """A ReadableSpan copy with Codebook attributes; keeps the original's dropped count."""
+
+    _dropped_attributes = 0
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attributes
+
+
+def _status_for(span: ReadableSpan, extra: Mapping[str, str]) -> Status:
+    status = span.status
+    error_type = extra.get("error.type")
+    if error_type is None or status.status_code is not StatusCode.UNSET:
+        return status
+    return Status(StatusCode.ERROR, f"provider code: {error_type}")
+
+
+def enriched_copy(
+    span: ReadableSpan, extra: Mapping[str, str], *, fast: bool = True
+) -> ReadableSpan:
+    """A copy of ``span`` with ``extra`` attributes added and the status set for errors."""
+    attributes: dict[str, Any] = dict(span.attributes or {})
+    attributes.update(extra)
+    status = _status_for(span, extra)
+    state = getattr(span, "__dict__", None)
+    if fast and state is not None and _READABLE_FIELDS.issubset(state):
+        copy = object.__new__(_EnrichedSpan)
+        copy.__dict__.update(state)
+        copy._attributes = attributes
+        copy._status = status
+        copy._dropped_attributes = span.dropped_attributes
+        return copy
+    copy = _EnrichedSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    copy._dropped_attributes = span.dropped_attributes
+    return copy
+
+
+class CodebookSpanProcessor(SpanProcessor):
+    """Put this in front of your Batch/Simple span processor(s).
+
+    Called by the SDK on the thread that ends the span. ``on_end`` never raises and never
+    blocks beyond what the downstream processors do; failures are logged once and counted.
+    """
+
+    def __init__(
+        self, downstream: SpanProcessor | Sequence[SpanProcessor], enricher: Enricher | None = None
+    ) -> None:
+        self._downstream: tuple[SpanProcessor, ...] = (
+            (downstream,) if isinstance(downstream, SpanProcessor) else tuple(downstream)
+        )
+        self.enricher = enricher if enricher is not None else Enricher()
+        self._logged = False
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for d in self._downstream:
+            d.on_start(span, parent_context=parent_context)
+
+    def _on_ending(self, span: Span) -> None:
+        for d in self._downstream:
+            hook = getattr(d, "_on_ending", None)
+            if hook is not None:
+                hook(span)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        out = span
+        try:
+            attributes = span.attributes
+            if attributes:
+                extra = self.enricher.enrich_span(attributes)
+                if extra is not None:
+                    out = enriched_copy(span, extra)
+        except Exception:
+            self._fail()
+        for d in self._downstream:
+            try:
+                d.on_end(out)
+            except Exception:
+                self._fail()
+
+    def _fail(self) -> None:
+        if not self._logged:
+            self._logged = True
+            _log.exception("codebook: span processing failed; the span passes through as is")
+        self.enricher.metrics.telemetry_dropped("traces", "internal_error")
+
+    def shutdown(self) -> None:
+        for d in self._downstream:
+            d.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all([d.force_flush(timeout_millis) for d in self._downstream])
