@@ -38,6 +38,7 @@ class Enricher:
         self.metrics.set_codebook(self._book)
         self._reload_lock = threading.Lock()
         self._failed_once = False
+        self._last_problems: tuple[str, ...] = ()
 
     @property
     def book(self) -> Codebook:
@@ -102,16 +103,19 @@ class Enricher:
                 book = load_codebook(self.mapping_dirs)
             except MappingError as exc:
                 self.metrics.reload_outcome(False)
-                _log.error(
-                    "codebook: mapping reload failed; keeping the running mappings:\n%s",
-                    "\n".join(exc.problems),
-                )
+                if exc.problems != self._last_problems:  # the same problems again: no new log
+                    self._last_problems = exc.problems
+                    _log.error(
+                        "codebook: mapping reload failed; keeping the running mappings:\n%s",
+                        "\n".join(exc.problems),
+                    )
                 return False
             except Exception:
                 self.metrics.reload_outcome(False)
                 _log.exception("codebook: mapping reload failed; keeping the running mappings")
                 return False
             self.swap(book)
+            self._last_problems = ()
             self.metrics.reload_outcome(True)
             _log.info("codebook: mappings reloaded (%d sources)", len(book.sources))
             return True

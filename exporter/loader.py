@@ -341,7 +341,7 @@ class _FileChecker:
         fields = self.mapping(node, path, allowed, required)
         if fields is None:
             return []
-        ok = True
+        ok = all(key in fields for key in required)
         found: dict[str, Any] = {}
         for key, enum, what in (
             ("category", Category, "a category"),

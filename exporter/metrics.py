@@ -179,6 +179,8 @@ class CodebookMetrics:
         )
         self._apps: dict[str, _AppFamily] = {}
         self._reload_ok.child(()).value = 1.0
+        for outcome in ("success", "failure"):  # so rate() and alerts see a zero, not nothing
+            self._reloads.child((outcome,))
 
     # -- provider codes ----------------------------------------------------------------------
 

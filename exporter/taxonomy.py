@@ -182,11 +182,12 @@ DEFAULT_OWNER: dict[Category, Owner] = {
     Cat.UNKNOWN: Own.UNKNOWN,
 }
 
-# The operation did not fail: no ``error.type`` and no span status change for these. Every
-# other category, declined and unreachable included, means the message or call did not get
-# through, which is what OpenTelemetry calls an error even when nobody should be paged.
+# Not evidence of a failed operation: no ``error.type`` and no span status change for these.
+# ``unknown`` (an unmapped code, or a doc that says "unknown state") is not evidence either.
+# Every other category, declined and unreachable included, means the message or call did not
+# get through, which OpenTelemetry calls an error even when nobody should be paged for it.
 NON_ERROR_CATEGORIES: frozenset[Category] = frozenset(
-    (Cat.SUCCESS, Cat.PENDING, Cat.CALL_ENDED_NORMAL)
+    (Cat.SUCCESS, Cat.PENDING, Cat.CALL_ENDED_NORMAL, Cat.UNKNOWN)
 )
 
 del Cat, Sev, Ret, Own

@@ -1,0 +1,113 @@
+"""Zero-code setup: a real `opentelemetry-instrument` run of a small script."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SCRIPT = textwrap.dedent(
+    """
+    import json, os, urllib.request
+    from opentelemetry import trace, metrics
+
+    tracer = trace.get_tracer("app")
+    for code in ("1", "0", "99999"):
+        with tracer.start_as_current_span("sms.send") as span:
+            span.set_attribute("provider.source", "test.auto")
+            span.set_attribute("provider.code", code)
+    with tracer.start_as_current_span("unrelated"):
+        pass
+    counter = metrics.get_meter("app").create_counter("sms.sent")
+    counter.add(3, {"provider.source": "test.auto", "provider.code": "1", "phone": "+4477"})
+    metrics.get_meter_provider().force_flush()
+    trace.get_tracer_provider().force_flush()
+    url = "http://127.0.0.1:%s/metrics" % os.environ["CODEBOOK_METRICS_PORT"]
+    print("METRICS" + json.dumps(urllib.request.urlopen(url, timeout=10).read().decode()))
+    """
+)
+
+MAPPING = textwrap.dedent(
+    """
+    schema: 1
+    source: test.auto
+    title: Zero-code test source
+    version: "1"
+    entries:
+      - code: "0"
+        category: success
+        description: Accepted
+        doc: {en: ok}
+      - code: "1"
+        category: throttled
+        description: Too fast
+        doc: {en: throttled}
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_opentelemetry_instrument_enables_codebook(tmp_path: Path) -> None:
+    """OTEL_PYTHON_CONFIGURATOR=codebook enriches spans and metrics and serves /metrics."""
+    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+    instrument = instrument or shutil.which("opentelemetry-instrument")
+    assert instrument, "opentelemetry-instrument is installed with the test extras"
+    (tmp_path / "maps").mkdir()
+    (tmp_path / "maps" / "auto.yaml").write_text(MAPPING, encoding="utf-8")
+    (tmp_path / "app.py").write_text(SCRIPT, encoding="utf-8")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "OTEL_PYTHON_CONFIGURATOR": "codebook",
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "codebook_console",
+        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_METRIC_EXPORT_INTERVAL": "600000",
+        "CODEBOOK_MAPPINGS": str(tmp_path / "maps"),
+        "CODEBOOK_METRICS_PORT": str(port),
+    }
+    proc = subprocess.run(
+        [instrument, sys.executable, "app.py"], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    line = next(x for x in out.splitlines() if x.startswith("METRICS"))
+    exposition = json.loads(line.removeprefix("METRICS"))
+    labels = 'source="test.auto",code="1",subcode="",category="throttled",severity="warning"'
+    assert f'provider_codes_total{{{labels},retryable="with_backoff",owner="our_app"}} 1.0' in (
+        exposition)
+    assert 'provider_codes_total{source="test.auto",code="99999"' in exposition
+    assert f'sms_sent_total{{{labels},retryable="with_backoff",owner="our_app"}} 3.0' in exposition
+    assert '"provider.category": "throttled"' in out
+    assert '"error.type": "throttled"' in out
+    assert '"provider.match": "unmapped"' in out
+    # The metric exporter wrapper enriched the exported data point too.
+    assert out.count('"provider.owner": "our_app"') >= 2
+    assert "+4477" not in exposition
+
+
+@pytest.mark.parametrize("value", ["off", "none"])
+def test_metrics_port_can_be_disabled(value: str) -> None:
+    """CODEBOOK_METRICS_PORT=off starts no server (checked without opentelemetry-instrument)."""
+    code = (
+        "import os; os.environ['CODEBOOK_METRICS_PORT']=%r\n"
+        "from exporter import Enricher, autoconfig\n"
+        "autoconfig._start_services(Enricher())\n"
+        "print(autoconfig._server)\n" % value
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "None"
