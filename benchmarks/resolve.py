@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter import load_codebook  # noqa: E402
-from exporter.codebook import builtin_mappings_dir  # noqa: E402
-from exporter.loader import load_tables  # noqa: E402
+from exporter import load_codebook
+from exporter.codebook import builtin_mappings_dir
+from exporter.loader import load_tables
 
 
 def _time(fn: Callable[[], None]) -> float:

@@ -103,10 +103,10 @@ def test_opentelemetry_instrument_enables_codebook(tmp_path: Path) -> None:
 def test_metrics_port_can_be_disabled(value: str) -> None:
     """CODEBOOK_METRICS_PORT=off starts no server (checked without opentelemetry-instrument)."""
     code = (
-        "import os; os.environ['CODEBOOK_METRICS_PORT']=%r\n"
+        f"import os; os.environ['CODEBOOK_METRICS_PORT']={value!r}\n"
         "from exporter import Enricher, autoconfig\n"
         "autoconfig._start_services(Enricher())\n"
-        "print(autoconfig._server)\n" % value
+        "print(autoconfig._server)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True, cwd=Path(__file__).parents[1])
