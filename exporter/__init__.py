@@ -9,7 +9,8 @@ from .loader import MappingError
 from .metric_exporter import CodebookMetricExporter
 from .metrics import CodebookMetrics
 from .processor import CodebookSpanProcessor
-from .server import MetricsServer, make_wsgi_app, start_metrics_server
+from .reload import MappingWatcher
+from .server import MetricsServer, make_asgi_app, make_wsgi_app, start_metrics_server
 from .taxonomy import Category, Match, Owner, Retryable, Severity
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "CodebookSpanProcessor",
     "Enricher",
     "MappingError",
+    "MappingWatcher",
     "Match",
     "MetricsServer",
     "Owner",
@@ -27,6 +29,7 @@ __all__ = [
     "Retryable",
     "Severity",
     "load_codebook",
+    "make_asgi_app",
     "make_wsgi_app",
     "start_metrics_server",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import gzip
 import ssl
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -73,6 +73,44 @@ def make_wsgi_app(
         headers.append(("Content-Length", str(len(body))))
         start_response(f"{code} {_REASONS.get(code, 'OK')}", headers)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
+
+    return app
+
+
+AsgiApp = Callable[
+    [
+        dict[str, Any],
+        Callable[[], Awaitable[dict[str, Any]]],
+        Callable[[dict[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+def make_asgi_app(metrics: CodebookMetrics, registry: CollectorRegistry | None = None) -> AsgiApp:
+    """An ASGI app serving ``/metrics`` (Starlette, FastAPI, ...: mount it at ``/metrics``)."""
+
+    async def app(
+        scope: dict[str, Any],
+        receive: Callable[[], Awaitable[dict[str, Any]]],
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope.get("type") != "http":
+            return
+        body = metrics.render()
+        if registry is not None:
+            body += generate_latest(registry)
+        status = 200
+        if scope.get("method", "GET") not in ("GET", "HEAD"):
+            status, body = 405, b"Method Not Allowed\n"
+        headers = [
+            (b"content-type", CodebookMetrics.CONTENT_TYPE.encode()),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope.get("method") == "HEAD" else body}
+        )
 
     return app
 
