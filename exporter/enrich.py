@@ -21,6 +21,9 @@ _log = logging.getLogger(__name__)
 class Enricher:
     """Holds the current :class:`Codebook` (swapped whole on reload) and the metrics.
 
+    ``book=None`` loads the built-in mappings (unless ``builtin=False``) overlaid by
+    ``mapping_dirs``; :meth:`reload` loads the same set again.
+
     Every method is thread-safe. ``enrich_span`` and ``point_labels`` are the hot path: they
     never raise and never block beyond a short lock inside the metrics.
     """
@@ -31,10 +34,14 @@ class Enricher:
         metrics: CodebookMetrics | None = None,
         *,
         mapping_dirs: Sequence[str | Path] = (),
+        builtin: bool = True,
     ) -> None:
         self.mapping_dirs = tuple(mapping_dirs)
+        self.builtin = builtin
         self.metrics = metrics if metrics is not None else CodebookMetrics()
-        self._book = book if book is not None else load_codebook(self.mapping_dirs)
+        self._book = (
+            book if book is not None else load_codebook(self.mapping_dirs, builtin=self.builtin)
+        )
         self.metrics.set_codebook(self._book)
         self._reload_lock = threading.Lock()
         self._failed_once = False
@@ -100,7 +107,7 @@ class Enricher:
         """
         with self._reload_lock:
             try:
-                book = load_codebook(self.mapping_dirs)
+                book = load_codebook(self.mapping_dirs, builtin=self.builtin)
             except MappingError as exc:
                 self.metrics.reload_outcome(False)
                 if exc.problems != self._last_problems:  # the same problems again: no new log

@@ -113,6 +113,7 @@ class CodebookMetricExporter(MetricExporter):
                     value=float(value),
                     delta=delta,
                     stream=_stream_key(resource, scope, metric.name, point.attributes),
+                    additive=isinstance(data, Sum) and not data.is_monotonic,
                 )
         if not changed:
             return metric

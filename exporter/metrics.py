@@ -99,7 +99,7 @@ class CodebookMetrics:
         self.max_series = max(1, max_series)
         self._lock = threading.Lock()
         self._raw_seen: dict[tuple[str, str], set[str]] = {}
-        self._cells: dict[tuple[object, ...], _Series] = {}
+        self._cells: dict[tuple[object, ...], tuple[_Series, ...]] = {}
         self._codes = _Family(
             "provider_codes_total",
             "counter",
@@ -188,18 +188,27 @@ class CodebookMetrics:
         self, book: Codebook, res: Resolution, source: object, code: object, subcode: object
     ) -> None:
         """Count one span carrying a provider code (``res`` is what ``book`` resolved)."""
-        key = (res, source, code, subcode) if cacheable(source, code, subcode) else None
-        cell = self._cells.get(key) if key is not None else None
-        if cell is None:
-            cell = self._code_cell(book, res, source, code, subcode)
-            if key is not None:
-                if len(self._cells) >= 4 * self.max_series:
-                    self._cells = {}
-                self._cells[key] = cell
+        try:
+            cells = self._cells[(res, source, code, subcode)]
+        except (KeyError, TypeError):
+            cells = self._code_cells(book, res, source, code, subcode)
         with self._lock:
-            cell.value += 1
-            if res.source is None or res.match == "unmapped":
-                self._unmapped.child((res.source or OTHER,)).value += 1
+            for cell in cells:
+                cell.value += 1
+
+    def _code_cells(
+        self, book: Codebook, res: Resolution, source: object, code: object, subcode: object
+    ) -> tuple[_Series, ...]:
+        """The series one span increments: its code series, and the unmapped counter if so."""
+        cells: tuple[_Series, ...] = (self._code_cell(book, res, source, code, subcode),)
+        if res.source is None or res.match == "unmapped":
+            with self._lock:
+                cells += (self._unmapped.child((res.source or OTHER,)),)
+        if cacheable(source, code, subcode):
+            if len(self._cells) >= 4 * self.max_series:
+                self._cells = {}  # hostile variety: start over rather than grow
+            self._cells[(res, source, code, subcode)] = cells
+        return cells
 
     def code_labels(
         self, book: Codebook, res: Resolution, code: object, subcode: object
@@ -212,10 +221,12 @@ class CodebookMetrics:
         c = rule.code if rule is not None and rule.code and not rule.pattern else None
         s = rule.subcode if rule is not None and rule.subcode else None
         if c is None:
-            c = self._bounded(src, "code", normalize_code(code))
+            # Codes a class rule matched (503 by 5xx) have a budget apart from unmapped ones.
+            kind = "class_codes" if res.match == "class" else "unmapped_codes"
+            c = self._bounded(src, kind, normalize_code(code))
         if s is None:
             raw_sub = normalize_code(subcode)
-            s = "" if raw_sub is None else self._bounded(src, "subcode", raw_sub)
+            s = "" if raw_sub is None else self._bounded(src, "unmapped_subcodes", raw_sub)
         return (src, c, s, *_outcome(res))
 
     def _bounded(self, source: str, kind: str, value: str | None) -> str:
@@ -228,7 +239,7 @@ class CodebookMetrics:
             if len(seen) < self.max_unmapped_codes_per_source:
                 seen.add(value)
                 return value
-            self._overflow.child((source, "unmapped_codes")).value += 1
+            self._overflow.child((source, kind)).value += 1
         return OTHER
 
     def _code_cell(
@@ -304,11 +315,14 @@ class CodebookMetrics:
         value: float,
         stream: object,
         delta: bool,
+        additive: bool = False,
     ) -> None:
         """Fold one app data point (already labelled by the codebook) into ``/metrics``.
 
-        Monotonic sums become counters: delta points add, cumulative points add their growth
-        since the last point of the same ``stream``. Anything else is a gauge (last value).
+        Several original streams (attribute sets) may fold into one label set. Monotonic sums
+        become counters: delta points add, cumulative points add their growth since the last
+        point of the same ``stream`` (a drop is a reset). ``additive`` (up-down counters) are
+        gauges holding the sum of their streams. Anything else is a gauge of the last value.
         """
         app = self._apps.get(name)
         if app is None:
@@ -322,7 +336,7 @@ class CodebookMetrics:
                     self._overflow.child((labels[0], "series")).value += 1
                     return
                 series = app.family.child(labels)
-            if not app.monotonic:
+            if not (app.monotonic or additive):
                 series.value = value
             elif delta:
                 series.value += value
@@ -332,7 +346,12 @@ class CodebookMetrics:
                     return
                 prev = app.last.get(stream)
                 app.last[stream] = value
-                series.value += value - prev if prev is not None and value >= prev else value
+                if prev is None:
+                    series.value += value
+                elif app.monotonic and value < prev:
+                    series.value += value  # the stream restarted from zero
+                else:
+                    series.value += value - prev
 
     def _app_family(self, otel_name: str, monotonic: bool) -> _AppFamily | None:
         name = _METRIC_NAME_BAD.sub("_", otel_name)[:200] or "_"

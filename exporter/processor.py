@@ -15,10 +15,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
+from .codebook import ATTR_CODE
 from .enrich import Enricher
 
 _log = logging.getLogger(__name__)
@@ -28,14 +30,48 @@ _log = logging.getLogger(__name__)
 _READABLE_FIELDS = frozenset(vars(ReadableSpan("probe")))
 
 
-class _EnrichedSpan(ReadableSpan):
-    """A ReadableSpan copy with Codebook attributes; keeps the original's dropped count."""
+def _probe_bounded_dict() -> bool:
+    """True when BoundedAttributes keeps its items in a private ``_dict`` (SDK internals)."""
+    probe = BoundedAttributes(attributes={"k": "v"}, immutable=True)
+    return dict(getattr(probe, "_dict", None) or {}) == {"k": "v"}
 
-    _dropped_attributes = 0
+
+_BOUNDED_HAS_DICT = _probe_bounded_dict()
+
+
+def raw_attributes(span: ReadableSpan) -> Mapping[str, Any]:
+    """The span's attributes without the read-only proxy the public property builds per call.
+
+    Uses the SDK's private storage when its shape is the one probed at import; otherwise the
+    public ``span.attributes``. Callers must not mutate the result.
+    """
+    attrs = getattr(span, "_attributes", None)
+    if _BOUNDED_HAS_DICT and type(attrs) is BoundedAttributes:
+        return attrs._dict
+    if type(attrs) is dict:
+        return attrs
+    return span.attributes or {}
+
+
+class _EnrichedSpan(ReadableSpan):
+    """A ReadableSpan copy with Codebook attributes; keeps the original's dropped counts."""
+
+    _dropped = (0, 0, 0)
 
     @property
     def dropped_attributes(self) -> int:
-        return self._dropped_attributes
+        return self._dropped[0]
+
+    @property
+    def dropped_events(self) -> int:
+        return self._dropped[1]
+
+    @property
+    def dropped_links(self) -> int:
+        return self._dropped[2]
+
+
+_ERROR_STATUS: dict[str, Status] = {}
 
 
 def _status_for(span: ReadableSpan, extra: Mapping[str, str]) -> Status:
@@ -43,39 +79,50 @@ def _status_for(span: ReadableSpan, extra: Mapping[str, str]) -> Status:
     error_type = extra.get("error.type")
     if error_type is None or status.status_code is not StatusCode.UNSET:
         return status
-    return Status(StatusCode.ERROR, f"provider code: {error_type}")
+    cached = _ERROR_STATUS.get(error_type)
+    if cached is None:  # one per category: error_type is a closed-enum value
+        cached = _ERROR_STATUS[error_type] = Status(
+            StatusCode.ERROR, f"provider code: {error_type}"
+        )
+    return cached
 
 
 def enriched_copy(
-    span: ReadableSpan, extra: Mapping[str, str], *, fast: bool = True
+    span: ReadableSpan,
+    extra: Mapping[str, str],
+    *,
+    fast: bool = True,
+    raw: Mapping[str, Any] | None = None,
 ) -> ReadableSpan:
-    """A copy of ``span`` with ``extra`` attributes added and the status set for errors."""
-    attributes: dict[str, Any] = dict(span.attributes or {})
-    attributes.update(extra)
+    """A copy of ``span`` with ``extra`` attributes added and the status set for errors.
+
+    ``raw`` is the span's attributes if the caller already has them (see raw_attributes).
+    """
+    attributes: dict[str, Any] = {**(raw if raw is not None else span.attributes or {}), **extra}
     status = _status_for(span, extra)
+    dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
     state = getattr(span, "__dict__", None)
     if fast and state is not None and _READABLE_FIELDS.issubset(state):
         copy = object.__new__(_EnrichedSpan)
         copy.__dict__.update(state)
         copy._attributes = attributes
         copy._status = status
-        copy._dropped_attributes = span.dropped_attributes
-        return copy
-    copy = _EnrichedSpan(
-        name=span.name,
-        context=span.context,
-        parent=span.parent,
-        resource=span.resource,
-        attributes=attributes,
-        events=span.events,
-        links=span.links,
-        kind=span.kind,
-        status=status,
-        start_time=span.start_time,
-        end_time=span.end_time,
-        instrumentation_scope=span.instrumentation_scope,
-    )
-    copy._dropped_attributes = span.dropped_attributes
+    else:
+        copy = _EnrichedSpan(
+            name=span.name,
+            context=span.context,
+            parent=span.parent,
+            resource=span.resource,
+            attributes=attributes,
+            events=span.events,
+            links=span.links,
+            kind=span.kind,
+            status=status,
+            start_time=span.start_time,
+            end_time=span.end_time,
+            instrumentation_scope=span.instrumentation_scope,
+        )
+    copy._dropped = dropped
     return copy
 
 
@@ -108,11 +155,11 @@ class CodebookSpanProcessor(SpanProcessor):
     def on_end(self, span: ReadableSpan) -> None:
         out = span
         try:
-            attributes = span.attributes
-            if attributes:
-                extra = self.enricher.enrich_span(attributes)
+            raw = raw_attributes(span)
+            if ATTR_CODE in raw:
+                extra = self.enricher.enrich_span(raw)
                 if extra is not None:
-                    out = enriched_copy(span, extra)
+                    out = enriched_copy(span, extra, raw=raw)
         except Exception:
             self._fail()
         for d in self._downstream:

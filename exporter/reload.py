@@ -35,7 +35,10 @@ class MappingWatcher:
     def __init__(self, enricher: Enricher, interval_seconds: float = 5.0) -> None:
         self.enricher = enricher
         self.interval_seconds = interval_seconds
-        self._dirs = [builtin_mappings_dir(), *enricher.mapping_dirs]
+        self._dirs = [
+            *([builtin_mappings_dir()] if enricher.builtin else []),
+            *enricher.mapping_dirs,
+        ]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._seen = _fingerprint(self._dirs)
