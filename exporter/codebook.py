@@ -6,7 +6,6 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 from .keys import MAX_MESSAGE_CHARS, normalize_code, normalize_message
 from .loader import Rule, SourceTable, class_bounds, load_tables
@@ -118,7 +117,7 @@ def _make(source: str | None, match: Match, rule: Rule | None) -> Resolution:
         match,
         description,
         rule,
-        MappingProxyType(attrs),
+        attrs,  # a plain dict: merging it into span attributes is 3x faster than a proxy
     )
 
 

@@ -54,28 +54,35 @@ def raw_attributes(span: ReadableSpan) -> Mapping[str, Any]:
 
 
 class _EnrichedSpan(ReadableSpan):
-    """A ReadableSpan copy with Codebook attributes; keeps the original's dropped counts."""
+    """A ReadableSpan copy with Codebook attributes; keeps the original's dropped counts.
 
-    _dropped = (0, 0, 0)
+    The fast copy shares the original's events and links (so their dropped counts carry over)
+    and keeps the original attributes object for its dropped count; the public-API copy
+    records all three counts in ``_counts``.
+    """
+
+    _counts: tuple[int, int, int] | None = None
+    _source_attributes: Any = None
 
     @property
     def dropped_attributes(self) -> int:
-        return self._dropped[0]
+        if self._counts is not None:
+            return self._counts[0]
+        return int(getattr(self._source_attributes, "dropped", 0))
 
     @property
     def dropped_events(self) -> int:
-        return self._dropped[1]
+        return self._counts[1] if self._counts is not None else super().dropped_events
 
     @property
     def dropped_links(self) -> int:
-        return self._dropped[2]
+        return self._counts[2] if self._counts is not None else super().dropped_links
 
 
 _ERROR_STATUS: dict[str, Status] = {}
 
 
-def _status_for(span: ReadableSpan, extra: Mapping[str, str]) -> Status:
-    status = span.status
+def _status_for(status: Status, extra: Mapping[str, str]) -> Status:
     error_type = extra.get("error.type")
     if error_type is None or status.status_code is not StatusCode.UNSET:
         return status
@@ -85,6 +92,10 @@ def _status_for(span: ReadableSpan, extra: Mapping[str, str]) -> Status:
             StatusCode.ERROR, f"provider code: {error_type}"
         )
     return cached
+
+
+# Span classes whose instance state was found to hold every ReadableSpan field.
+_FAST_TYPES: set[type] = set()
 
 
 def enriched_copy(
@@ -99,30 +110,34 @@ def enriched_copy(
     ``raw`` is the span's attributes if the caller already has them (see raw_attributes).
     """
     attributes: dict[str, Any] = {**(raw if raw is not None else span.attributes or {}), **extra}
-    status = _status_for(span, extra)
-    dropped = (span.dropped_attributes, span.dropped_events, span.dropped_links)
     state = getattr(span, "__dict__", None)
-    if fast and state is not None and _READABLE_FIELDS.issubset(state):
-        copy = object.__new__(_EnrichedSpan)
-        copy.__dict__.update(state)
-        copy._attributes = attributes
-        copy._status = status
-    else:
-        copy = _EnrichedSpan(
-            name=span.name,
-            context=span.context,
-            parent=span.parent,
-            resource=span.resource,
-            attributes=attributes,
-            events=span.events,
-            links=span.links,
-            kind=span.kind,
-            status=status,
-            start_time=span.start_time,
-            end_time=span.end_time,
-            instrumentation_scope=span.instrumentation_scope,
-        )
-    copy._dropped = dropped
+    if fast and state is not None:
+        if type(span) not in _FAST_TYPES and _READABLE_FIELDS.issubset(state):
+            _FAST_TYPES.add(type(span))
+        if type(span) in _FAST_TYPES:
+            copy = object.__new__(_EnrichedSpan)
+            copy.__dict__ = {
+                **state,
+                "_source_attributes": state["_attributes"],
+                "_attributes": attributes,
+                "_status": _status_for(state["_status"], extra),
+            }
+            return copy
+    copy = _EnrichedSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attributes,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=_status_for(span.status, extra),
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+    copy._counts = (span.dropped_attributes, span.dropped_events, span.dropped_links)
     return copy
 
 
