@@ -100,7 +100,7 @@ def _list(args: argparse.Namespace) -> int:
         (
             r.pattern or r.code,
             r.subcode,
-            r.message,
+            r.message_text or r.message,
             str(r.category),
             str(r.severity),
             str(r.retryable),

@@ -74,6 +74,7 @@ class Resolution:
             "match": str(self.match),
             "description": self.description,
             "name": rule.name if rule else "",
+            "mapped_message": rule.message_text if rule else "",
             "ambiguous": rule.ambiguous if rule else False,
             "note": rule.note if rule else "",
             "reason": rule.reason if rule else "",

@@ -64,6 +64,7 @@ class Rule:
     code: str = ""
     subcode: str = ""
     message: str = ""
+    message_text: str = ""  # the message as the mapping writes it (``message`` is folded)
     pattern: str = ""
     name: str = ""
     doc: tuple[tuple[str, str], ...] = ()
@@ -416,6 +417,8 @@ class _FileChecker:
             )
             ok = False
         codes, subcode, message = self.keys(fields, path, node) if not is_class else ([""], "", "")
+        if message and "message" in fields:
+            found["message_text"] = " ".join(str(fields["message"].value).split())
         if not ok or codes is None or category is None:
             return []
         return [
@@ -431,6 +434,7 @@ class _FileChecker:
                 code=code,
                 subcode=subcode,
                 message=message,
+                message_text=(found.get("message_text") or ""),
                 pattern=(found.get("pattern") or "").lower(),
                 name=found.get("name") or "",
                 doc=doc,
