@@ -88,13 +88,22 @@ class CodebookMetrics:
     ``max_unmapped_codes_per_source`` bounds the raw code (and subcode) values kept per source
     before they fold into ``_OTHER``; ``max_series`` bounds the series of code counters and
     app metrics together. ``render()`` returns the text exposition format.
+
+    ``zero_series`` (default on) publishes every mapped code's counter at 0 as soon as the
+    mappings load: Prometheus's ``increase()`` cannot see a series' first sample, so without
+    this the first critical code after a restart would never alert.
     """
 
     CONTENT_TYPE = CONTENT_TYPE
 
     def __init__(
-        self, *, max_unmapped_codes_per_source: int = 50, max_series: int = 10_000
+        self,
+        *,
+        max_unmapped_codes_per_source: int = 50,
+        max_series: int = 10_000,
+        zero_series: bool = True,
     ) -> None:
+        self.zero_series = zero_series
         self.max_unmapped_codes_per_source = max(0, max_unmapped_codes_per_source)
         self.max_series = max(1, max_series)
         self._lock = threading.Lock()
@@ -275,6 +284,12 @@ class CodebookMetrics:
         with self._lock:
             self._info.series = fresh.series
             self._entries.series = entries.series
+            if self.zero_series:
+                for rule in book.rules():
+                    if rule.code and not rule.pattern and self._series_count() < self.max_series:
+                        outcome = (rule.category.value, rule.severity.value,
+                                   rule.retryable.value, rule.owner.value)
+                        self._codes.child((rule.source, rule.code, rule.subcode, *outcome))
 
     # -- self-metrics --------------------------------------------------------------------
 

@@ -166,7 +166,7 @@ def test_bytes_code_is_resolved(book: Codebook) -> None:
 def test_100k_distinct_unknown_codes_stay_bounded(book: Codebook) -> None:
     """100,000 distinct unmapped codes make at most the per-source limit of series."""
     limit = 50
-    metrics = CodebookMetrics(max_unmapped_codes_per_source=limit)
+    metrics = CodebookMetrics(max_unmapped_codes_per_source=limit, zero_series=False)
     processor, downstream = _processor(book, metrics)
     provider = TracerProvider()
     provider.add_span_processor(processor)
@@ -189,7 +189,8 @@ def test_100k_distinct_unknown_codes_stay_bounded(book: Codebook) -> None:
 
 def test_distinct_hostile_strings_and_sources_stay_bounded(book: Codebook) -> None:
     """Distinct hostile code texts and unknown sources never become label values."""
-    metrics = CodebookMetrics(max_unmapped_codes_per_source=10, max_series=100)
+    metrics = CodebookMetrics(max_unmapped_codes_per_source=10, max_series=100,
+                              zero_series=False)
     processor, _ = _processor(book, metrics)
     n = 20_000
     for i in range(n):
@@ -210,7 +211,8 @@ def test_distinct_hostile_strings_and_sources_stay_bounded(book: Codebook) -> No
 def test_series_limit_holds_with_many_sources_of_codes(book: Codebook) -> None:
     """With a generous per-source limit, max_series bounds the total series count."""
     max_series = 200
-    metrics = CodebookMetrics(max_unmapped_codes_per_source=100_000, max_series=max_series)
+    metrics = CodebookMetrics(max_unmapped_codes_per_source=100_000, max_series=max_series,
+                              zero_series=False)
     processor, _ = _processor(book, metrics)
     n = 20_000
     for i in range(n):

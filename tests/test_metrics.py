@@ -163,7 +163,7 @@ def test_unmapped_codes_fold_past_limit(book: Codebook) -> None:
 
 def test_series_limit_folds_code_and_subcode(book: Codebook) -> None:
     """Past max_series, new label sets fold into code and subcode _OTHER and are counted."""
-    metrics = CodebookMetrics(max_series=2)
+    metrics = CodebookMetrics(max_series=2, zero_series=False)
     enricher = Enricher(book, metrics)
     for code in ("0", "1", "2", "7", "7"):
         _count(enricher, "test.sms", code)

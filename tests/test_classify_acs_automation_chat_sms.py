@@ -1,0 +1,119 @@
+"""ACS Call Automation, Chat SDK and SMS tables (seed 004): coverage and labels."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from seedrows import seeds_dir
+from seedrows.acs_automation_chat_sms import EXPECTED_ROWS, rows
+
+from exporter import load_codebook
+
+CA = "azure.acs.call_automation"
+CHAT = "azure.acs.chat"
+SMS = "azure.acs.sms"
+
+
+def test_rows_parsed() -> None:
+    """The parser finds exactly the rows counted by reading the seed."""
+    seeds = seeds_dir()
+    if seeds is None:
+        pytest.skip("seed documents not available")
+    assert dict(Counter(row.source for row in rows(seeds))) == EXPECTED_ROWS
+
+
+def test_every_row_mapped() -> None:
+    """Every seed row resolves to an entry of its source (code+subcode, subcode or code)."""
+    seeds = seeds_dir()
+    if seeds is None:
+        pytest.skip("seed documents not available")
+    book = load_codebook()
+    failures = []
+    for row in rows(seeds):
+        r = book.resolve(row.source, row.code, subcode=row.subcode, message=row.message)
+        if r.match != row.expect:
+            failures.append(
+                f"{row.seed}:{row.line}: {row.source} {row.code}/{row.subcode}: {r.match}"
+            )
+    assert failures == []
+
+
+# id: (source, code, subcode, "category severity retryable owner match")
+CASES = {
+    # 8522: 404 = call/participant gone, 405 = missing AnswerCall configuration (TAXONOMY §5)
+    "ca-404-8522-call-gone": (CA, "404", "8522", "invalid_state warning no our_app exact"),
+    "ca-405-8522-missing-config": (CA, "405", "8522", "configuration critical no our_app exact"),
+    "ca-bare-8522-generic-not-found": (CA, None, "8522", "invalid_state warning no our_app exact"),
+    "ca-500-8522-subcode-decides": (CA, "500", "8522", "invalid_state warning no our_app exact"),
+    # thousands separators in the seed (TAXONOMY §5)
+    "ca-8,540-all-busy": (CA, "487", "8,540", "recipient_declined info yes end_user exact"),
+    "ca-8606-int": (CA, None, 8606, "provider_internal error with_backoff provider exact"),
+    "ca-200-0-success": (CA, "200", "0", "success info no none exact"),
+    "ca-403-7507-caller-identity": (CA, "403", "7507", "auth critical no our_config exact"),
+    "ca-8526-join-token-per-session": (CA, "400", "8526", "auth error no our_app exact"),
+    "ca-8539-callee-busy": (CA, "486", "8539", "recipient_declined info yes end_user exact"),
+    "ca-8544-callee-unreachable": (
+        CA,
+        None,
+        "8544",
+        "recipient_unreachable info yes end_user exact",
+    ),
+    "ca-8510-initial-silence": (CA, None, "8510", "recipient_unreachable info yes end_user exact"),
+    "ca-8531-max-digits-completed": (CA, "200", "8531", "success info no none exact"),
+    "ca-8508-operation-cancelled": (CA, None, "8508", "call_ended_normal info no none exact"),
+    "ca-8587-our-app-did-not-answer": (
+        CA,
+        None,
+        "8587",
+        "timeout warning with_backoff our_app exact",
+    ),
+    "ca-8564-speech-upstream": (CA, None, "8564", "network warning with_backoff provider exact"),
+    "ca-8529-monthly-limit": (CA, None, "8529", "quota_exhausted critical no our_config exact"),
+    "ca-8530-active-call-limit": (CA, None, "8530", "throttled warning with_backoff our_app exact"),
+    "ca-8560-meeting-locked": (CA, None, "8560", "invalid_state warning no end_user exact"),
+    "ca-9001-unknown-underlying": (
+        CA,
+        None,
+        "9001",
+        "provider_internal error with_backoff provider exact",
+    ),
+    "ca-9999-unknown": (CA, None, "9999", "unknown warning with_backoff unknown exact"),
+    "ca-481-no-transaction": (CA, "481", None, "invalid_state warning no our_app exact"),
+    "ca-487-cancelled": (CA, "487", None, "call_ended_normal info no none exact"),
+    "ca-504-gateway-timeout": (CA, "504", None, "timeout warning with_backoff provider exact"),
+    "ca-603-declined": (CA, "603", None, "recipient_declined info yes end_user exact"),
+    "ca-600-class-6xx": (CA, "600", None, "recipient_declined info yes end_user class"),
+    "ca-418-class-4xx": (CA, "418", None, "invalid_request error no our_app class"),
+    "chat-401-user-token": (CHAT, "401", None, "auth error no our_app exact"),
+    "chat-403-user-access": (CHAT, "403", None, "permission error no our_app exact"),
+    "chat-503-unavailable": (
+        CHAT,
+        "503",
+        None,
+        "provider_unavailable error with_backoff provider exact",
+    ),
+    "sms-4000-fraud": (SMS, "4000", None, "content_rejected error no our_app exact"),
+    "sms-4001-from-format": (SMS, "4001", None, "sender_invalid critical no our_config exact"),
+    "sms-4002-to-format": (SMS, "4002", None, "invalid_request error no our_app exact"),
+    "sms-4003-destination-not-covered": (SMS, "4003", None, "unsupported error no provider exact"),
+    "sms-4004-nonexistent": (SMS, "4004", None, "recipient_invalid warning no end_user exact"),
+    "sms-4006-unreachable": (SMS, "4006", None, "recipient_unreachable info yes end_user exact"),
+    "sms-4007-opted-out": (SMS, "4007", None, "recipient_opted_out warning no end_user exact"),
+    "sms-4008-profile-count": (SMS, "4008", None, "quota_exhausted critical no our_config exact"),
+    "sms-4010-unverified-toll-free": (
+        SMS,
+        "4010",
+        None,
+        "sender_invalid critical no our_config exact",
+    ),
+    "sms-5002-no-delivery-report": (SMS, "5002", None, "pending info no none exact"),
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "code", "subcode", "expected"), CASES.values(), ids=CASES.keys()
+)
+def test_classify(source: str, code: object, subcode: object, expected: str) -> None:
+    r = load_codebook().resolve(source, code, subcode=subcode)
+    assert f"{r.category} {r.severity} {r.retryable} {r.owner} {r.match}" == expected
