@@ -218,7 +218,7 @@ class Codebook:
         except Exception:  # the hot path never raises; a bug here must not break telemetry
             _log.exception("codebook: resolve failed")
             return self._unknown_source
-        if cacheable(source, code, subcode, message):
+        if self._cache_size and cacheable(source, code, subcode, message):
             if len(self._cache) >= self._cache_size + len(self._base_cache):
                 # Hostile or high-variety input: start over rather than grow or evict per call.
                 self._cache = dict(self._base_cache)

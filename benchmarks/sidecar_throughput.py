@@ -1,0 +1,287 @@
+"""Sidecar throughput: spans/s end to end vs a parse-only baseline on the same transport.
+
+Run: ``python benchmarks/sidecar_throughput.py [--seconds 8] [--requests 400]``
+
+For each transport (OTLP/HTTP protobuf, OTLP/gRPC) this starts, one after the other and
+alternating, a real ``codebook serve`` process and a baseline server process that uses the
+same server stack and worker count but only parses each request and answers (no enrichment,
+no counting). A client process sends the same pre-built 1,000-span batch (every span carries
+``provider.source``/``provider.code``, a mix of mapped and unmapped codes, plus 4 ordinary
+attributes) over 4 persistent connections, bounded by ``--requests`` per run and ``--seconds``.
+
+Printed per transport: spans/s of both, the ratio (goal: >= 0.8), spans per CPU-second of the
+server process (``per core``), and the sidecar's RSS idle and its peak under the flood (goal:
+bounded, < 150 MB), sampled every 50 ms through the flood.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TRACE_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+BATCH = 1000
+CONNECTIONS = 4
+WORKERS = 4
+
+
+def build_batch() -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    codes = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "15", "99", "12345"]
+    spans = []
+    for i in range(BATCH):
+        attrs = {
+            "provider.source": AnyValue(string_value="vonage.sms"),
+            "provider.code": AnyValue(string_value=codes[i % len(codes)]),
+            "http.request.method": AnyValue(string_value="POST"),
+            "server.address": AnyValue(string_value="rest.nexmo.com"),
+            "http.response.status_code": AnyValue(int_value=200),
+            "messaging.batch.message_count": AnyValue(int_value=1),
+        }
+        spans.append(
+            Span(
+                trace_id=os.urandom(16),
+                span_id=os.urandom(8),
+                name="sms.send",
+                kind=3,
+                start_time_unix_nano=1_700_000_000_000_000_000 + i,
+                end_time_unix_nano=1_700_000_000_000_500_000 + i,
+                attributes=[KeyValue(key=k, value=v) for k, v in attrs.items()],
+            )
+        )
+    resource = Resource(
+        attributes=[KeyValue(key="service.name", value=AnyValue(string_value="bench"))]
+    )
+    req = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(resource=resource, scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return req.SerializeToString()
+
+
+# -- baseline servers (same stack, parse only) ------------------------------------------------
+
+
+def baseline_http() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+    from waitress.server import create_server
+
+    reply = ExportTraceServiceResponse().SerializeToString()
+
+    def app(environ, start_response):  # type: ignore[no-untyped-def]
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        ExportTraceServiceRequest.FromString(body)
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/x-protobuf"), ("Content-Length", str(len(reply)))],
+        )
+        return [reply]
+
+    server = create_server(app, host="127.0.0.1", port=0, threads=WORKERS,
+                           asyncore_use_poll=True, max_request_body_size=4 << 20)
+    print(json.dumps({"event": "listening", "http": f"127.0.0.1:{server.getsockname()[1]}"}),
+          flush=True)
+    server.run()
+
+
+def baseline_grpc() -> None:
+    from concurrent.futures import ThreadPoolExecutor as Pool
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
+
+    reply = ExportTraceServiceResponse().SerializeToString()
+
+    def export(raw: bytes, context: object) -> bytes:
+        ExportTraceServiceRequest.FromString(raw)
+        return reply
+
+    server = grpc.server(Pool(max_workers=WORKERS),
+                         options=[("grpc.max_receive_message_length", 4 << 20)])
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        "opentelemetry.proto.collector.trace.v1.TraceService",
+        {"Export": grpc.unary_unary_rpc_method_handler(export)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    print(json.dumps({"event": "listening", "grpc": f"127.0.0.1:{port}"}), flush=True)
+    server.wait_for_termination()
+
+
+# -- driver ------------------------------------------------------------------------------------
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + 30
+    buf = b""
+    while b"\n" not in buf:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise SystemExit(f"server did not start: {cmd}")
+        if sel.select(0.5):
+            buf += os.read(proc.stdout.fileno(), 4096)
+    sel.close()
+    return proc, json.loads(buf.split(b"\n", 1)[0])
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def client(transport: str, address: str, body: bytes, requests: int, seconds: float) -> int:
+    """Send up to ``requests`` batches within ``seconds``; returns spans accepted."""
+    deadline = time.monotonic() + seconds
+    counter = iter(range(requests))
+    lock = threading.Lock()
+
+    def take() -> bool:
+        with lock:
+            return next(counter, None) is not None and time.monotonic() < deadline
+
+    def worker(_: int) -> int:
+        sent = 0
+        if transport == "http":
+            import http.client
+
+            host, port = address.rsplit(":", 1)
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+            while take():
+                conn.request("POST", "/v1/traces", body,
+                             {"Content-Type": "application/x-protobuf"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status == 200:
+                    sent += BATCH
+            conn.close()
+        else:
+            import grpc
+
+            with grpc.insecure_channel(address) as channel:
+                call = channel.unary_unary(TRACE_METHOD)
+                while take():
+                    try:
+                        call(body, timeout=30)
+                        sent += BATCH
+                    except grpc.RpcError:
+                        pass
+        return sent
+
+    with ThreadPoolExecutor(CONNECTIONS) as pool:
+        return sum(pool.map(worker, range(CONNECTIONS)))
+
+
+def run_once(kind: str, transport: str, body: bytes, requests: int, seconds: float,
+             config: Path) -> dict[str, float]:
+    if kind == "sidecar":
+        cmd = [sys.executable, "-m", "exporter", "serve", "--config", str(config)]
+    else:
+        cmd = [sys.executable, __file__, "--baseline-server", transport]
+    proc, addrs = start(cmd)
+    try:
+        time.sleep(0.5)  # let start-up allocations settle before the idle reading
+        idle = rss_mb(proc.pid)
+        peak = idle
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.wait(0.05):
+                peak = max(peak, rss_mb(proc.pid))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        cpu0 = cpu_seconds(proc.pid)
+        t0 = time.perf_counter()
+        spans = client(transport, addrs[transport], body, requests, seconds)
+        wall = time.perf_counter() - t0
+        cpu = cpu_seconds(proc.pid) - cpu0
+        stop.set()
+        sampler.join()
+        return {"spans_per_s": spans / wall, "spans_per_cpu_s": spans / max(cpu, 1e-9),
+                "rss_idle_mb": idle, "rss_peak_mb": peak, "spans": spans}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--baseline-server", choices=("http", "grpc"))
+    parser.add_argument("--seconds", type=float, default=8.0, help="time bound per run")
+    parser.add_argument("--requests", type=int, default=400, help="batches per run (bound)")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    if args.baseline_server == "http":
+        baseline_http()
+        return
+    if args.baseline_server == "grpc":
+        baseline_grpc()
+        return
+    body = build_batch()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "bench.yaml"
+        config.write_text(
+            "receivers:\n"
+            f"  grpc: {{endpoint: '127.0.0.1:0', max_workers: {WORKERS}}}\n"
+            f"  http: {{endpoint: '127.0.0.1:0', threads: {WORKERS}}}\n"
+            "  max_pending_requests: 64\n"
+            "metrics: {endpoint: '127.0.0.1:0'}\n"
+        )
+        print(f"batch: {BATCH} spans, {len(body)} bytes; {CONNECTIONS} connections; "
+              f"{os.cpu_count()} cores; best of {args.rounds} alternating rounds")
+        for transport in ("http", "grpc"):
+            best: dict[str, dict[str, float]] = {}
+            for _ in range(args.rounds):
+                for kind in ("baseline", "sidecar"):
+                    r = run_once(kind, transport, body, args.requests, args.seconds, config)
+                    if kind not in best or r["spans_per_s"] > best[kind]["spans_per_s"]:
+                        peak = max(r["rss_peak_mb"], best.get(kind, {}).get("rss_peak_mb", 0))
+                        best[kind] = {**r, "rss_peak_mb": peak}
+            b, s = best["baseline"], best["sidecar"]
+            ratio = s["spans_per_s"] / b["spans_per_s"]
+            print(
+                f"{transport:5} baseline {b['spans_per_s']:>9,.0f} spans/s "
+                f"({b['spans_per_cpu_s']:,.0f}/cpu-s) | sidecar {s['spans_per_s']:>9,.0f} "
+                f"spans/s ({s['spans_per_cpu_s']:,.0f}/cpu-s) | ratio {ratio:.2f} | sidecar "
+                f"RSS idle {s['rss_idle_mb']:.0f} MB, flood peak {s['rss_peak_mb']:.0f} MB"
+            )
+
+
+if __name__ == "__main__":
+    main()

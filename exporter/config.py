@@ -1,0 +1,374 @@
+"""The sidecar's configuration: a YAML file, overridden by ``CODEBOOK_*`` env vars, then flags.
+
+Precedence, lowest first: the defaults below, the file (``--config``), the environment, the
+command line. Every key of the file has an env var named by its path in upper case joined
+with ``_`` (``forward.endpoint`` is ``CODEBOOK_FORWARD_ENDPOINT``, ``receivers.grpc.endpoint``
+is ``CODEBOOK_RECEIVERS_GRPC_ENDPOINT``); lists in env vars are ``os.pathsep``-separated, maps
+are ``k=v,k2=v2``. ``CODEBOOK_MAPPINGS`` is accepted for ``mappings.dirs`` as in process.
+
+Strict like the mapping loader: unknown keys, wrong types, values out of range and unknown
+enum values are errors, all reported in one pass as ``file:line: key: message``
+(:class:`ConfigError`). Loading never starts anything; it may read files and raise.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "CODEBOOK_"
+# In-process settings (exporter/autoconfig.py) that may share an environment with the sidecar.
+_IN_PROCESS_ENV = frozenset(
+    ("CODEBOOK_METRICS_ADDR", "CODEBOOK_METRICS_PORT", "CODEBOOK_WATCH_SECONDS")
+)
+
+
+def _opt(default: Any, *, minimum: float | None = None, choices: Sequence[str] = ()) -> Any:
+    return field(default=default, metadata={"minimum": minimum, "choices": tuple(choices)})
+
+
+@dataclass
+class GrpcReceiverConfig:
+    """``receivers.grpc``: the OTLP/gRPC server."""
+
+    enabled: bool = _opt(True)
+    endpoint: str = _opt("127.0.0.1:4317")
+    max_workers: int = _opt(4, minimum=1)
+    max_concurrent_rpcs: int = _opt(64, minimum=1)
+
+
+@dataclass
+class HttpReceiverConfig:
+    """``receivers.http``: the OTLP/HTTP server."""
+
+    enabled: bool = _opt(True)
+    endpoint: str = _opt("127.0.0.1:4318")
+    threads: int = _opt(4, minimum=1)
+    connection_limit: int = _opt(100, minimum=1)
+    idle_timeout_seconds: int = _opt(60, minimum=1)
+
+
+@dataclass
+class ReceiversConfig:
+    """``receivers``: limits shared by both servers."""
+
+    grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
+    http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
+    max_request_bytes: int = _opt(4 << 20, minimum=1024)
+    max_pending_requests: int = _opt(16, minimum=0)
+    retry_after_seconds: int = _opt(1, minimum=1)
+
+
+@dataclass
+class MetricsConfig:
+    """``metrics``: the ``/metrics``, ``/healthz``, ``/readyz`` server and series bounds."""
+
+    endpoint: str = _opt(":9464")
+    web_config_file: str = _opt("")
+    max_unmapped_codes_per_source: int = _opt(50, minimum=0)
+    max_series: int = _opt(10_000, minimum=1)
+
+
+@dataclass
+class MappingsConfig:
+    """``mappings``: folders overlaid on the built-in mappings; reloaded on SIGHUP."""
+
+    dirs: list[str] = field(default_factory=list)
+    builtin: bool = _opt(True)
+    watch_interval_seconds: float = _opt(0.0, minimum=0)
+
+
+@dataclass
+class ForwardConfig:
+    """``forward``: the optional upstream OTLP endpoint (empty endpoint: no forwarding)."""
+
+    endpoint: str = _opt("")
+    protocol: str = _opt("grpc", choices=("grpc", "http/protobuf"))
+    headers: dict[str, str] = field(default_factory=dict)
+    compression: str = _opt("gzip", choices=("gzip", "none"))
+    queue_max_requests: int = _opt(256, minimum=1)
+    queue_max_bytes: int = _opt(32 << 20, minimum=1024)
+    timeout_seconds: float = _opt(10.0, minimum=0.001)
+    initial_backoff_seconds: float = _opt(0.5, minimum=0)
+    max_backoff_seconds: float = _opt(30.0, minimum=0)
+    max_elapsed_seconds: float = _opt(60.0, minimum=0)
+    ca_file: str = _opt("")
+    insecure_skip_verify: bool = _opt(False)
+
+
+@dataclass
+class Config:
+    """The whole sidecar configuration (see the module docstring for sources)."""
+
+    receivers: ReceiversConfig = field(default_factory=ReceiversConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    mappings: MappingsConfig = field(default_factory=MappingsConfig)
+    forward: ForwardConfig = field(default_factory=ForwardConfig)
+    shutdown_timeout_seconds: float = _opt(10.0, minimum=0)
+    log_level: str = _opt("info", choices=("debug", "info", "warning", "error"))
+
+
+class ConfigError(ValueError):
+    """Every configuration problem, one ``file:line: key: message`` per line."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or ``:port`` (all interfaces) as (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not host:port")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return host or "0.0.0.0", int(port)
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _leaf_paths(cls: type, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
+    out: dict[tuple[str, ...], Any] = {}
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        t = hints[f.name]
+        if dataclasses.is_dataclass(t):
+            out.update(_leaf_paths(t, (*prefix, f.name)))  # type: ignore[arg-type]
+        else:
+            out[(*prefix, f.name)] = f
+    return out
+
+
+def _convert(value: Any, hint: Any, f: dataclasses.Field[Any], from_text: bool) -> Any:
+    """Convert ``value`` to ``hint``'s type (from YAML or from env/flag text); may raise."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if from_text:
+            return [v for v in str(value).split(os.pathsep) if v]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected a list of strings")
+        return list(value)
+    if origin is dict:
+        if from_text:
+            pairs = [p for p in str(value).split(",") if p.strip()]
+            out = {}
+            for pair in pairs:
+                k, sep, v = pair.partition("=")
+                if not sep or not k.strip():
+                    raise ValueError(f"{pair!r} is not key=value")
+                out[k.strip()] = v.strip()
+            return out
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise ValueError("expected a map of strings to strings")
+        return dict(value)
+    if hint is bool:
+        if from_text:
+            low = str(value).strip().lower()
+            if low in ("true", "1", "yes", "on"):
+                return True
+            if low in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not true or false")
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return value
+    if hint is int:
+        if from_text:
+            try:
+                value = int(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is not an integer") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{value!r} is not an integer")
+    elif hint is float:
+        if from_text:
+            try:
+                value = float(str(value).strip())
+            except ValueError:
+                raise ValueError(f"{value!r} is not a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{value!r} is not a number")
+        value = float(value)
+    elif hint is str:
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            raise ValueError(f"{value!r} is not a string")
+    minimum = f.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{value!r} is below the minimum {minimum}")
+    choices = f.metadata.get("choices") or ()
+    if choices and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1) or [
+            c for c in choices if c.startswith(str(value))
+        ][:1]
+        hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"{value!r} is not one of {', '.join(choices)}{hint_text}")
+    return value
+
+
+def _set(cfg: Config, path: tuple[str, ...], value: Any) -> None:
+    obj: Any = cfg
+    for name in path[:-1]:
+        obj = getattr(obj, name)
+    setattr(obj, path[-1], value)
+
+
+def _hint_of(path: tuple[str, ...]) -> Any:
+    cls: Any = Config
+    for name in path[:-1]:
+        cls = _hints(cls)[name]
+    return _hints(cls)[path[-1]]
+
+
+def _apply_yaml(cfg: Config, file: str, node: yaml.Node, problems: list[str]) -> None:
+    def walk(cls: type, node: yaml.Node, path: tuple[str, ...]) -> None:
+        where = ".".join(path) or "(root)"
+        if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
+            return
+        if not isinstance(node, yaml.MappingNode):
+            problems.append(f"{file}:{node.start_mark.line + 1}: {where}: expected a mapping")
+            return
+        hints = _hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            kpath = (*path, key)
+            line = key_node.start_mark.line + 1
+            name = ".".join(kpath)
+            if key in seen:
+                problems.append(f"{file}:{line}: {name}: duplicate key")
+                continue
+            seen.add(key)
+            if key not in fields:
+                close = difflib.get_close_matches(key, list(fields), n=1)
+                hint_text = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"{file}:{line}: {name}: unknown key{hint_text}")
+                continue
+            hint = hints[key]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, value_node, kpath)  # type: ignore[arg-type]
+                continue
+            try:
+                value = yaml.safe_load(yaml.serialize(value_node))
+                _set(cfg, kpath, _convert(value, hint, fields[key], from_text=False))
+            except (ValueError, yaml.YAMLError) as exc:
+                vline = value_node.start_mark.line + 1
+                problems.append(f"{file}:{vline}: {name}: {exc}")
+
+    walk(Config, node, ())
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Config:
+    """Build the configuration from ``path``, ``env`` (default ``os.environ``) and ``overrides``.
+
+    ``overrides`` maps dotted key paths (``forward.endpoint``) to text, as flags give them.
+    Raises :class:`ConfigError` with every problem found.
+    """
+    cfg = Config()
+    problems: list[str] = []
+    if path is not None:
+        file = str(path)
+        try:
+            node = yaml.compose(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError([f"{file}:1: (file): {exc.strerror or exc}"]) from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = mark.line + 1 if mark is not None else 1
+            raise ConfigError([f"{file}:{line}: (yaml): {exc}"]) from None
+        if node is not None:
+            _apply_yaml(cfg, file, node, problems)
+    leaves = _leaf_paths(Config)
+    environ = os.environ if env is None else env
+    by_env = {ENV_PREFIX + "_".join(p).upper(): p for p in leaves}
+    by_env[ENV_PREFIX + "MAPPINGS"] = ("mappings", "dirs")
+    sections = tuple(ENV_PREFIX + f.name.upper() + "_" for f in dataclasses.fields(Config))
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in _IN_PROCESS_ENV:
+            continue
+        path_ = by_env.get(name)
+        if path_ is None:
+            if name.startswith(sections):
+                close = difflib.get_close_matches(name, list(by_env), n=1)
+                hint_text = f" (did you mean {close[0]}?)" if close else ""
+                problems.append(f"env:{name}: unknown setting{hint_text}")
+            continue
+        _override(cfg, path_, environ[name], f"env:{name}", leaves, problems)
+    for dotted, text in (overrides or {}).items():
+        key = tuple(dotted.split("."))
+        if key not in leaves:
+            problems.append(f"flag:{dotted}: unknown setting")
+            continue
+        _override(cfg, key, text, f"flag:{dotted}", leaves, problems)
+    _check(cfg, problems)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def _override(
+    cfg: Config,
+    path: tuple[str, ...],
+    text: str,
+    where: str,
+    leaves: Mapping[tuple[str, ...], Any],
+    problems: list[str],
+) -> None:
+    try:
+        _set(cfg, path, _convert(text, _hint_of(path), leaves[path], from_text=True))
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+
+
+def _check(cfg: Config, problems: list[str]) -> None:
+    """Cross-field checks, after every source has been applied."""
+    for name, text in (
+        ("receivers.grpc.endpoint", cfg.receivers.grpc.endpoint),
+        ("receivers.http.endpoint", cfg.receivers.http.endpoint),
+        ("metrics.endpoint", cfg.metrics.endpoint),
+    ):
+        try:
+            parse_endpoint(text)
+        except ValueError as exc:
+            problems.append(f"config: {name}: {exc}")
+    for d in cfg.mappings.dirs:
+        if not Path(d).exists():
+            problems.append(f"config: mappings.dirs: {d!r}: no such file or directory")
+    for name, p in (
+        ("metrics.web_config_file", cfg.metrics.web_config_file),
+        ("forward.ca_file", cfg.forward.ca_file),
+    ):
+        if p and not Path(p).is_file():
+            problems.append(f"config: {name}: {p!r}: no such file")
+    fwd = cfg.forward.endpoint
+    if fwd and cfg.forward.protocol == "http/protobuf" and not fwd.startswith(
+        ("http://", "https://")
+    ):
+        problems.append(f"config: forward.endpoint: {fwd!r}: http/protobuf needs an http(s) URL")
+
+
+def dump(cfg: Config) -> str:
+    """The effective configuration as YAML (what ``--check-config`` prints; header values,
+    which often hold credentials, are redacted)."""
+    doc = dataclasses.asdict(cfg)
+    doc["forward"]["headers"] = {k: "<redacted>" for k in cfg.forward.headers}
+    return yaml.safe_dump(doc, sort_keys=False)

@@ -1,0 +1,363 @@
+"""OTLP export requests through the pipeline: validate, enrich in place, count, forward.
+
+Both receivers (``otlp_http``, ``otlp_grpc``) hand a parsed ``Export*ServiceRequest`` to one
+:class:`OtlpIntake`, so spans and metric data points are classified and counted exactly as the
+in-process span processor and metric exporter wrapper do (the same :class:`Enricher`):
+
+- a span with ``provider.source`` and ``provider.code`` gets the output attributes appended
+  (replacing any it already carried under those names), counts once in
+  ``provider_codes_total``, and gets status ERROR when its code is an error and the
+  application left the status UNSET;
+- a metric data point carrying a code gets the output attributes and is folded into
+  ``/metrics`` under its own name with the seven code labels (sums, gauges, histogram counts);
+- items that cannot be valid OTLP (a span whose trace or span id is not 16/8 non-zero bytes, a
+  metric without a name or data) are removed and reported as partial success.
+
+Cost: the provider keys are looked for in the serialized request first; a batch that carries
+none is never walked attribute by attribute. Every method runs on the receiver's worker
+thread, never blocks (forwarding is a bounded, non-blocking enqueue) and never raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+from .codebook import (
+    ATTR_CATEGORY,
+    ATTR_CODE,
+    ATTR_ERROR_TYPE,
+    ATTR_MATCH,
+    ATTR_MESSAGE,
+    ATTR_OWNER,
+    ATTR_RETRYABLE,
+    ATTR_SEVERITY,
+    ATTR_SOURCE,
+    ATTR_SUBCODE,
+)
+from .enrich import Enricher
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
+    from google.protobuf.message import Message
+
+    from .forwarder import Forwarder
+
+_log = logging.getLogger(__name__)
+
+SIGNALS = ("traces", "metrics", "logs")
+Request = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
+Response = ExportTraceServiceResponse | ExportMetricsServiceResponse | ExportLogsServiceResponse
+
+REQUEST_TYPES: dict[str, type[Request]] = {
+    "traces": ExportTraceServiceRequest,
+    "metrics": ExportMetricsServiceRequest,
+    "logs": ExportLogsServiceRequest,
+}
+RESPONSE_TYPES: dict[str, type[Response]] = {
+    "traces": ExportTraceServiceResponse,
+    "metrics": ExportMetricsServiceResponse,
+    "logs": ExportLogsServiceResponse,
+}
+
+_INPUT_KEYS = frozenset((ATTR_SOURCE, ATTR_CODE, ATTR_SUBCODE, ATTR_MESSAGE))
+_OUTPUT_KEYS = frozenset(
+    (ATTR_CATEGORY, ATTR_SEVERITY, ATTR_RETRYABLE, ATTR_OWNER, ATTR_MATCH, ATTR_ERROR_TYPE)
+)
+# The serialized form of the key: a request without these bytes has no span or point to enrich.
+_CODE_KEY_BYTES = ATTR_CODE.encode()
+_STATUS_UNSET = 0
+_STATUS_ERROR = 2
+_TEMPORALITY_DELTA = 1
+_NULL_TRACE_ID = bytes(16)
+_NULL_SPAN_ID = bytes(8)
+
+
+@dataclass
+class IntakeResult:
+    """What one export request came to: items accepted and rejected, and the reply."""
+
+    accepted: int
+    rejected: int
+    response: Response
+
+
+_SCALARS = frozenset(("string_value", "int_value", "double_value", "bool_value", "bytes_value"))
+
+
+def provider_attributes(
+    attrs: RepeatedCompositeFieldContainer[KeyValue],
+) -> tuple[dict[str, object], bool]:
+    """The ``provider.*`` input attributes among ``attrs`` (empty when there is no code), and
+    whether ``attrs`` already holds any output attribute (which enrichment must replace)."""
+    found: dict[str, object] = {}
+    stale = False
+    for kv in attrs:
+        key = kv.key
+        if key in _INPUT_KEYS:
+            v = kv.value
+            kind = v.WhichOneof("value")
+            found[key] = getattr(v, kind) if kind in _SCALARS else None  # arrays, maps: no code
+        elif key in _OUTPUT_KEYS:
+            stale = True
+    return (found, stale) if ATTR_CODE in found else ({}, False)
+
+
+class _Blobs:
+    """Serialized output attributes (and ERROR status) per resolution, to merge into items.
+
+    Merging pre-serialized bytes appends the KeyValues in C instead of building messages in
+    Python per item. Keyed by the identity of the enricher's (cached, shared) output mapping;
+    the mapping is kept referenced so an id is never reused while its entry lives.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._cache: dict[tuple[int, type, bool], tuple[Mapping[str, str], bytes]] = {}
+        self._limit = limit
+
+    def get(self, extra: Mapping[str, str], kind: type[Message], error_status: bool) -> bytes:
+        key = (id(extra), kind, error_status)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is extra:
+            return hit[1]
+        msg: Any = kind()
+        msg.attributes.extend(
+            KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in extra.items()
+        )
+        if error_status:
+            msg.status.code = _STATUS_ERROR
+            msg.status.message = f"provider code: {extra.get(ATTR_ERROR_TYPE)}"
+        blob = bytes(msg.SerializeToString())
+        if len(self._cache) >= self._limit:
+            self._cache.clear()
+        self._cache[key] = (extra, blob)
+        return blob
+
+
+def set_attributes(item: Any, extra: Mapping[str, str], stale: bool, blobs: _Blobs,
+                   error_status: bool = False) -> None:
+    """Add ``extra`` to ``item.attributes`` (replacing stale ones); optionally set ERROR."""
+    attrs = item.attributes
+    if stale:
+        for i in reversed([i for i, kv in enumerate(attrs) if kv.key in _OUTPUT_KEYS]):
+            del attrs[i]
+    item.MergeFromString(blobs.get(extra, type(item), error_status))
+
+
+def _stream_key(resource: bytes, scope: bytes, name: str, attrs: Any) -> bytes:
+    """A fixed-size identity of one time series (hostile attribute sizes cost nothing here)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(resource)
+    h.update(b"\0")
+    h.update(scope)
+    h.update(b"\0")
+    h.update(name.encode("utf-8", "replace"))
+    for part in sorted(kv.SerializeToString(deterministic=True) for kv in attrs):
+        h.update(b"\0")
+        h.update(part)
+    return h.digest()
+
+
+class OtlpIntake:
+    """Validates, enriches and counts parsed OTLP requests, then hands them to the forwarder.
+
+    Thread-safe (the enricher and metrics are); called on receiver worker threads. Methods
+    never raise: an unexpected failure passes the request through unenriched, logged once
+    and counted as ``codebook_telemetry_dropped_total{reason="internal_error"}``.
+    """
+
+    def __init__(self, enricher: Enricher, forwarder: Forwarder | None = None) -> None:
+        self.enricher = enricher
+        self.forwarder = forwarder
+        self._logged = False
+        self._blobs = _Blobs()
+        self._handlers: dict[str, Callable[[Any, bool], tuple[int, int, str]]] = {
+            "traces": self._traces,
+            "metrics": self._metrics,
+            "logs": self._logs,
+        }
+
+    def export(
+        self,
+        signal: str,
+        request: Request,
+        transport: str,
+        raw: bytes | None = None,
+        *,
+        raw_is_protobuf: bool = True,
+    ) -> IntakeResult:
+        """Process one request of ``signal``; ``raw`` is the body it was parsed from, if any.
+
+        The request is modified in place (enriched, invalid items removed). When ``raw`` is
+        the protobuf encoding and nothing needed changing, ``raw`` is forwarded as is.
+        """
+        metrics = self.enricher.metrics
+        maybe_codes = raw is None or _CODE_KEY_BYTES in raw
+        try:
+            accepted, rejected, message = self._handlers[signal](request, maybe_codes)
+        except Exception:
+            if not self._logged:
+                self._logged = True
+                _log.exception("codebook: OTLP enrichment failed; the request passes through")
+            metrics.telemetry_dropped(signal, "internal_error")
+            accepted, rejected, message = count_items(request), 0, ""
+        total = accepted + rejected
+        if total:
+            metrics.telemetry_received(signal, transport, total)
+        if rejected:
+            metrics.telemetry_rejected(signal, transport, "invalid_item", rejected)
+        response = RESPONSE_TYPES[signal]()
+        if rejected:
+            partial: Any = response.partial_success
+            setattr(partial, _REJECTED_FIELD[signal], rejected)
+            partial.error_message = message
+        if self.forwarder is not None and accepted:
+            if raw is not None and raw_is_protobuf and not rejected and not maybe_codes:
+                self.forwarder.submit(signal, raw, accepted)
+            else:
+                self.forwarder.submit(signal, request, accepted)
+        return IntakeResult(accepted, rejected, response)
+
+    def _traces(self, req: ExportTraceServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
+        enrich = self.enricher.enrich_span
+        blobs = self._blobs
+        accepted = rejected = 0
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                spans = ss.spans
+                bad: list[int] = []
+                for i, span in enumerate(spans):
+                    tid = span.trace_id
+                    sid = span.span_id
+                    if len(tid) != 16 or len(sid) != 8 or tid == _NULL_TRACE_ID or (
+                        sid == _NULL_SPAN_ID
+                    ):
+                        bad.append(i)
+                        continue
+                    if not maybe_codes:
+                        continue
+                    found, stale = provider_attributes(span.attributes)
+                    if not found:
+                        continue
+                    extra = enrich(found)
+                    if extra is None:
+                        continue
+                    error = ATTR_ERROR_TYPE in extra and span.status.code == _STATUS_UNSET
+                    set_attributes(span, extra, stale, blobs, error)
+                for i in reversed(bad):
+                    del spans[i]
+                accepted += len(spans)
+                rejected += len(bad)
+        message = "spans need a 16-byte trace_id and an 8-byte span_id, not all zero"
+        return accepted, rejected, message if rejected else ""
+
+    def _metrics(self, req: ExportMetricsServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
+        accepted = rejected = 0
+        for rm in req.resource_metrics:
+            resource_key: bytes | None = None
+            for sm in rm.scope_metrics:
+                bad: list[int] = []
+                scope_key: bytes | None = None
+                for i, metric in enumerate(sm.metrics):
+                    kind = metric.WhichOneof("data")
+                    if kind is None or not metric.name:
+                        bad.append(i)
+                        rejected += len(getattr(metric, kind).data_points) if kind else 1
+                        continue
+                    data = getattr(metric, kind)
+                    accepted += len(data.data_points)
+                    if not maybe_codes:
+                        continue
+                    if resource_key is None:
+                        resource_key = rm.resource.SerializeToString(deterministic=True)
+                    if scope_key is None:
+                        scope_key = sm.scope.SerializeToString(deterministic=True)
+                    self._points(metric.name, kind, data, resource_key, scope_key)
+                for i in reversed(bad):
+                    del sm.metrics[i]
+        message = "metrics need a name and data"
+        return accepted, rejected, message if rejected else ""
+
+    def _points(self, name: str, kind: str, data: Any, resource: bytes, scope: bytes) -> None:
+        point_labels = self.enricher.point_labels
+        record = self.enricher.metrics.record_point
+        monotonic = kind == "sum" and bool(data.is_monotonic)
+        delta = getattr(data, "aggregation_temporality", 0) == _TEMPORALITY_DELTA
+        for point in data.data_points:
+            found, stale = provider_attributes(point.attributes)
+            if not found:
+                continue
+            pair = point_labels(found)
+            if pair is None:
+                continue
+            extra, labels = pair
+            stream = _stream_key(resource, scope, name, point.attributes)
+            set_attributes(point, extra, stale, self._blobs)
+            if kind in ("sum", "gauge"):
+                which = point.WhichOneof("value")
+                if which is None:
+                    continue
+                value = float(point.as_double if which == "as_double" else point.as_int)
+                record(
+                    name,
+                    monotonic_sum=monotonic,
+                    labels=labels,
+                    value=value,
+                    stream=stream,
+                    delta=delta,
+                    additive=kind == "sum" and not monotonic,
+                )
+            elif kind == "histogram":
+                record(
+                    f"{name}_count",
+                    monotonic_sum=True,
+                    labels=labels,
+                    value=float(point.count),
+                    stream=stream,
+                    delta=delta,
+                )
+
+    def _logs(self, req: ExportLogsServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
+        return count_items(req), 0, ""
+
+
+_REJECTED_FIELD = {
+    "traces": "rejected_spans",
+    "metrics": "rejected_data_points",
+    "logs": "rejected_log_records",
+}
+
+
+def count_items(req: Message) -> int:
+    """Items (spans, data points, log records) in a request."""
+    if isinstance(req, ExportTraceServiceRequest):
+        return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+    if isinstance(req, ExportMetricsServiceRequest):
+        n = 0
+        for rm in req.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    kind = m.WhichOneof("data")
+                    n += len(getattr(m, kind).data_points) if kind else 0
+        return n
+    if isinstance(req, ExportLogsServiceRequest):
+        return sum(len(sl.log_records) for rl in req.resource_logs for sl in rl.scope_logs)
+    return 0
+

@@ -1,0 +1,184 @@
+"""The sidecar's config file, env and flag overrides, and the exporter-toolkit web config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import bcrypt
+import pytest
+
+from exporter.config import ConfigError, load_config, parse_endpoint
+from exporter.webconfig import WebConfigError, load_web_config
+
+
+def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            "receivers:\n  grpc:\n    endpiont: x\n",
+            ["{f}:3: receivers.grpc.endpiont: unknown key (did you mean 'endpoint'?)"],
+        ),
+        (
+            "forward:\n  protocol: http\n  queue_max_requests: 0\n",
+            [
+                "{f}:2: forward.protocol: 'http' is not one of grpc, http/protobuf "
+                "(did you mean 'http/protobuf'?)",
+                "{f}:3: forward.queue_max_requests: 0 is below the minimum 1",
+            ],
+        ),
+        (
+            "metrics:\n  max_series: lots\nlog_level: loud\nextra: 1\n",
+            [
+                "{f}:2: metrics.max_series: 'lots' is not an integer",
+                "{f}:3: log_level: 'loud' is not one of debug, info, warning, error",
+                "{f}:4: extra: unknown key",
+            ],
+        ),
+        (
+            "receivers: [1]\n",
+            ["{f}:1: receivers: expected a mapping"],
+        ),
+        (
+            "receivers:\n  http:\n    endpoint: nowhere\n",
+            ["config: receivers.http.endpoint: 'nowhere' is not host:port"],
+        ),
+        (
+            "forward:\n  endpoint: collector:4318\n  protocol: http/protobuf\n",
+            ["config: forward.endpoint: 'collector:4318': http/protobuf needs an http(s) URL"],
+        ),
+    ],
+    ids=["typo-with-hint", "enum-and-minimum", "types-all-in-one-pass", "not-a-mapping",
+         "bad-endpoint", "http-needs-url"],
+)
+def test_config_errors_name_file_line_key(
+    tmp_path: Path, text: str, problems: list[str]
+) -> None:
+    """Every problem is reported at once as file:line: key: message."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert list(info.value.problems) == [p.format(f=path) for p in problems]
+
+
+def test_precedence_file_env_flag(tmp_path: Path) -> None:
+    """Defaults < file < CODEBOOK_* env < flags."""
+    path = _write(tmp_path, "forward:\n  endpoint: a:1\n  timeout_seconds: 3\n")
+    env = {"CODEBOOK_FORWARD_ENDPOINT": "b:2", "CODEBOOK_FORWARD_HEADERS": "x=1, y=2",
+           "CODEBOOK_MAPPINGS": str(tmp_path)}
+    cfg = load_config(path, env=env, overrides={"forward.endpoint": "c:3"})
+    assert cfg.forward.endpoint == "c:3"
+    assert cfg.forward.timeout_seconds == 3.0
+    assert cfg.forward.headers == {"x": "1", "y": "2"}
+    assert cfg.mappings.dirs == [str(tmp_path)]
+    assert cfg.receivers.grpc.endpoint == "127.0.0.1:4317"  # receivers bind loopback
+
+
+def test_env_errors(tmp_path: Path) -> None:
+    """Bad and misspelt env settings are errors naming the variable."""
+    env = {"CODEBOOK_RECEIVERS_GRPC_MAX_WORKERS": "many", "CODEBOOK_FORWARD_ENDPIONT": "x",
+           "CODEBOOK_METRICS_PORT": "9464", "CODEBOOK_UNRELATED": "kept"}
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env=env)
+    assert list(info.value.problems) == [
+        "env:CODEBOOK_FORWARD_ENDPIONT: unknown setting (did you mean CODEBOOK_FORWARD_ENDPOINT?)",
+        "env:CODEBOOK_RECEIVERS_GRPC_MAX_WORKERS: 'many' is not an integer",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("127.0.0.1:4317", ("127.0.0.1", 4317)), (":9464", ("0.0.0.0", 9464)),
+     ("[::1]:0", ("::1", 0))],
+    ids=["v4", "all-interfaces", "v6"],
+)
+def test_parse_endpoint(text: str, expected: tuple[str, int]) -> None:
+    """Endpoints are host:port, [v6]:port or :port."""
+    assert parse_endpoint(text) == expected
+
+
+def test_check_config_prints_effective_config(tmp_path: Path) -> None:
+    """`codebook serve --check-config` validates and prints the effective config, redacted."""
+    path = _write(tmp_path, "forward:\n  endpoint: a:1\n  headers: {authorization: secret}\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(path), "--check-config",
+         "--grpc-endpoint", "127.0.0.1:5317"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "endpoint: 127.0.0.1:5317" in out.stdout
+    assert "secret" not in out.stdout
+    bad = _write(tmp_path, "forward:\n  endpoint: 5\n", "bad.yaml")
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(bad), "--check-config"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 1
+    assert f"{bad}:2: forward.endpoint: 5 is not a string" in out.stderr
+
+
+HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
+
+
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (
+            "basic_auth_users:\n  alice: plain\ntls_server_config:\n  cipher_suites: [x]\n"
+            "surprise: 1\n",
+            [
+                "{f}:2: basic_auth_users.alice: not a bcrypt hash (expected $2y$<cost>$ and "
+                "53 characters)",
+                "{f}:4: tls_server_config.cipher_suites: not supported: Go cipher suite names "
+                "cannot be applied to Python's TLS",
+                "{f}:5: surprise: unknown key (known: basic_auth_users, http_server_config, "
+                "tls_server_config)",
+                "{f}:3: tls_server_config.cert_file: required when tls_server_config is set",
+                "{f}:3: tls_server_config.key_file: required when tls_server_config is set",
+            ],
+        ),
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n"
+            "  client_auth_type: RequireAnyClientCert\n",
+            [
+                "{f}:2: tls_server_config.cert_file: 'missing.crt': no such file",
+                "{f}:3: tls_server_config.key_file: 'missing.key': no such file",
+                "{f}:4: tls_server_config.client_auth_type: 'RequireAnyClientCert' accepts "
+                "unverified client certificates, which Python's TLS cannot do; use "
+                "VerifyClientCertIfGiven or RequireAndVerifyClientCert",
+            ],
+        ),
+    ],
+    ids=["auth-and-unknown-keys", "tls-files-and-auth-type"],
+)
+def test_web_config_errors(tmp_path: Path, text: str, problems: list[str]) -> None:
+    """Web config problems are all reported, each with file:line."""
+    path = _write(tmp_path, text, "web.yaml")
+    with pytest.raises(WebConfigError) as info:
+        load_web_config(path)
+    assert list(info.value.problems) == [p.format(f=path) for p in problems]
+
+
+def test_basic_auth_checks_bcrypt(tmp_path: Path) -> None:
+    """Only the right user and password pass; malformed headers fail."""
+    import base64
+
+    cfg = load_web_config(_write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n", "w.yaml"))
+
+    def header(user: str, pw: str) -> str:
+        return "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()
+
+    assert cfg.authenticate(header("alice", "s3cret"))
+    assert cfg.authenticate(header("alice", "s3cret"))  # the cached path
+    assert not cfg.authenticate(header("alice", "wrong"))
+    assert not cfg.authenticate(header("bob", "s3cret"))
+    assert not cfg.authenticate(None)
+    assert not cfg.authenticate("Basic !!!")
+    assert not cfg.authenticate("Bearer x")

@@ -1,0 +1,207 @@
+"""Forwarding enriched telemetry to a second real OTLP endpoint on loopback."""
+
+from __future__ import annotations
+
+import gzip
+import http.server
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from sidecar_proc import SidecarProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+class GrpcUpstream:
+    """A tiny OTLP/gRPC trace receiver that keeps every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+
+        def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.requests.append(ExportTraceServiceRequest.FromString(raw))
+            return ExportTraceServiceResponse().SerializeToString()
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)},
+        )
+        self.server.add_generic_rpc_handlers([handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def spans(self) -> list[dict[str, Any]]:
+        with self._lock:
+            reqs = list(self.requests)
+        out = []
+        for req in reqs:
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        attrs = {kv.key: kv.value.WhichOneof("value") and getattr(
+                            kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+                        out.append({"name": span.name, "attrs": attrs,
+                                    "status": span.status.code})
+        return out
+
+
+class HttpUpstream:
+    """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests."""
+
+    def __init__(self, refuse: int = 0, retry_after: int = 1) -> None:
+        self.times: list[float] = []
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.times.append(time.monotonic())
+                if len(outer.times) <= refuse:
+                    self.send_response(503)
+                    self.send_header("Retry-After", str(retry_after))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                outer.bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def grpc_upstream() -> Iterator[GrpcUpstream]:
+    up = GrpcUpstream()
+    yield up
+    up.server.stop(None)
+
+
+def _send(exporter: SpanExporter, codes: list[object]) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("fwd")
+    for code in codes:
+        attrs = {"provider.source": "vonage.sms", "provider.code": code} if code else {}
+        with tracer.start_as_current_span(f"send-{code}", attributes=attrs):
+            pass
+    provider.shutdown()
+
+
+def test_forwards_enriched_spans_over_grpc(tmp_path: Path, grpc_upstream: GrpcUpstream) -> None:
+    """Spans sent to the sidecar reach the upstream with the Codebook attributes added."""
+    config = {"forward": {"endpoint": f"127.0.0.1:{grpc_upstream.port}", "protocol": "grpc"}}
+    with SidecarProcess(tmp_path, config) as sidecar:
+        _send(OTLPSpanExporter(endpoint=sidecar.grpc, insecure=True), ["1", "0", None])
+        spans = wait_for(lambda: len(grpc_upstream.spans()) == 3 and grpc_upstream.spans())
+        by_name = {s["name"]: s for s in spans}
+        throttled = by_name["send-1"]
+        assert throttled["attrs"]["provider.category"] == "throttled"
+        assert throttled["attrs"]["provider.match"] == "exact"
+        assert throttled["attrs"]["error.type"] == "throttled"
+        assert throttled["status"] == 2  # ERROR, as the in-process processor sets it
+        assert by_name["send-0"]["attrs"]["provider.category"] == "success"
+        assert "error.type" not in by_name["send-0"]["attrs"]
+        assert "provider.category" not in by_name["send-None"]["attrs"]
+        assert wait_for(lambda: sidecar.value("codebook_telemetry_forwarded_total",
+                                              signal="traces") == 3)
+
+
+def test_forwards_over_http_and_honours_retry_after(tmp_path: Path) -> None:
+    """An upstream 503 with Retry-After: 1 is retried no sooner than a second later."""
+    upstream = HttpUpstream(refuse=1, retry_after=1)
+    config = {"forward": {"endpoint": f"http://127.0.0.1:{upstream.port}",
+                          "protocol": "http/protobuf", "initial_backoff_seconds": 0.01}}
+    try:
+        with SidecarProcess(tmp_path, config) as sidecar:
+            _send(HttpSpanExporter(endpoint=f"{sidecar.http}/v1/traces"), ["1"])
+            wait_for(lambda: len(upstream.bodies) == 1)
+            assert upstream.times[1] - upstream.times[0] >= 0.9
+            req = ExportTraceServiceRequest.FromString(gzip.decompress(
+                upstream.bodies[0]))
+            keys = {kv.key for kv in req.resource_spans[0].scope_spans[0].spans[0].attributes}
+            assert {"provider.category", "provider.severity", "provider.owner"} <= keys
+            assert wait_for(lambda: sidecar.value("codebook_telemetry_forwarded_total",
+                                                  signal="traces") == 1)
+    finally:
+        upstream.close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_upstream_down_drops_are_bounded_and_counted(tmp_path: Path) -> None:
+    """With the upstream down, the queue stays bounded, drops are counted, the sidecar lives."""
+    config = {
+        "forward": {
+            "endpoint": f"127.0.0.1:{_closed_port()}",
+            "queue_max_requests": 4,
+            "timeout_seconds": 0.5,
+            "initial_backoff_seconds": 0.05,
+            "max_elapsed_seconds": 0.3,
+        }
+    }
+    with SidecarProcess(tmp_path, config) as sidecar:
+        provider = TracerProvider()
+        provider.add_span_processor(
+            SimpleSpanProcessor(OTLPSpanExporter(endpoint=sidecar.grpc, insecure=True))
+        )
+        tracer = provider.get_tracer("flood")
+        deadline = time.monotonic() + 20
+        for _ in range(300):  # bounded in count and time: one request per span
+            if time.monotonic() > deadline:
+                break
+            with tracer.start_as_current_span("s", attributes={"provider.code": 1}):
+                pass
+        provider.shutdown()
+        sent = sidecar.value("codebook_telemetry_received_total", signal="traces",
+                             transport="grpc")
+        assert sent > 0
+        full = sidecar.value("codebook_telemetry_dropped_total", signal="traces",
+                             reason="queue_full")
+        assert full > 0
+
+        def settled() -> bool:
+            dropped = sidecar.total("codebook_telemetry_dropped_total", signal="traces")
+            return dropped == sent
+
+        wait_for(settled, timeout=15)  # every accepted span is dropped and counted, none lost
+        assert sidecar.value("codebook_telemetry_forwarded_total", signal="traces") == 0
+        assert sidecar.get("/healthz")[0] == 200
+        assert sidecar.proc is not None and sidecar.proc.poll() is None
+    assert sidecar.proc.returncode == 0

@@ -1,0 +1,143 @@
+"""Operating the sidecar: SIGHUP reloads, SIGTERM drains, /metrics behind TLS and basic auth."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import bcrypt
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from sidecar_proc import SidecarProcess, wait_for
+
+pytestmark = pytest.mark.slow
+
+MAPPING = """schema: 1
+source: test.hup
+title: SIGHUP test
+version: "1"
+entries:
+  - code: "1"
+    category: {category}
+    description: Status one
+    doc: {{en: one}}
+"""
+
+
+def _send_one(sidecar: SidecarProcess) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+        endpoint=f"{sidecar.http}/v1/traces")))
+    with provider.get_tracer("hup").start_as_current_span(
+        "s", attributes={"provider.source": "test.hup", "provider.code": "1"}
+    ):
+        pass
+    provider.shutdown()
+
+
+def _count(sidecar: SidecarProcess, category: str) -> float:
+    return sidecar.total("provider_codes_total", source="test.hup", category=category)
+
+
+def test_sighup_with_broken_mapping_keeps_serving_the_old_one(tmp_path: Path) -> None:
+    """A broken mapping on SIGHUP is refused and counted; a good one then swaps in."""
+    mappings = tmp_path / "mappings"
+    mappings.mkdir()
+    (mappings / "hup.yaml").write_text(MAPPING.format(category="throttled"))
+    with SidecarProcess(tmp_path, {"mappings": {"dirs": [str(mappings)]}}) as sidecar:
+        _send_one(sidecar)
+        assert _count(sidecar, "throttled") == 1
+        (mappings / "hup.yaml").write_text(MAPPING.format(category="no_such_category"))
+        sidecar.signal(signal.SIGHUP)
+        wait_for(lambda: sidecar.value("codebook_mapping_reloads_total", outcome="failure") == 1)
+        assert sidecar.value("codebook_mapping_last_reload_successful") == 0
+        _send_one(sidecar)
+        assert _count(sidecar, "throttled") == 2  # the old mapping still answers
+        (mappings / "hup.yaml").write_text(MAPPING.format(category="quota_exhausted"))
+        sidecar.signal(signal.SIGHUP)
+        wait_for(lambda: sidecar.value("codebook_mapping_reloads_total", outcome="success") == 1)
+        _send_one(sidecar)
+        assert _count(sidecar, "quota_exhausted") == 1
+        assert "no_such_category" in sidecar.log()
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
+    """SIGTERM stops the sidecar within its deadline with exit status 0."""
+    sidecar = SidecarProcess(tmp_path, {"shutdown_timeout_seconds": 3})
+    sidecar.start()
+    _send_one(sidecar)
+    started = time.monotonic()
+    assert sidecar.stop(timeout=10) == 0
+    assert time.monotonic() - started < 6
+    assert "draining" in sidecar.log()
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.crt", "-days", "1", "-subj", "/CN=test-ca", cwd=d)
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+                 f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile", "san.ext",
+                 cwd=d)
+    return d
+
+
+def _get(url: str, ctx: ssl.SSLContext, auth: str | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth is not None:
+        req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_metrics_behind_tls_and_basic_auth(tmp_path: Path, pki: Path) -> None:
+    """An exporter-toolkit web config puts /metrics behind TLS with client certs and bcrypt."""
+    hashed = bcrypt.hashpw(b"scrape-me", bcrypt.gensalt(rounds=4)).decode()
+    web = tmp_path / "web.yml"
+    web.write_text(
+        f"tls_server_config:\n  cert_file: {pki}/server.crt\n  key_file: {pki}/server.key\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/ca.crt\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+    )
+    with SidecarProcess(tmp_path, args=("--web.config.file", str(web))) as sidecar:
+        url = f"https://{sidecar.addresses['metrics']}/metrics"
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+            _get(url, ctx, "prometheus:scrape-me")  # no client certificate
+        ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
+        assert _get(url, ctx) == 401
+        assert _get(url, ctx, "prometheus:wrong") == 401
+        assert _get(url, ctx, "prometheus:scrape-me") == 200
+        plain = urllib.request.Request(f"http://{sidecar.addresses['metrics']}/metrics")
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(plain, timeout=5).read()
+
+
+def test_bad_web_config_refuses_to_start(tmp_path: Path) -> None:
+    """A web config with problems stops the sidecar before it listens, with exit 1."""
+    web = tmp_path / "web.yml"
+    web.write_text("basic_auth_users:\n  prometheus: not-a-hash\n")
+    sidecar = SidecarProcess(tmp_path, args=("--web.config.file", str(web)))
+    with pytest.raises(AssertionError, match="not a bcrypt hash"):
+        sidecar.start()
