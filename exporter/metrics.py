@@ -194,16 +194,22 @@ class CodebookMetrics:
     # -- provider codes ----------------------------------------------------------------------
 
     def count_code(
-        self, book: Codebook, res: Resolution, source: object, code: object, subcode: object
+        self,
+        book: Codebook,
+        res: Resolution,
+        source: object,
+        code: object,
+        subcode: object,
+        n: int = 1,
     ) -> None:
-        """Count one span carrying a provider code (``res`` is what ``book`` resolved)."""
+        """Count ``n`` spans carrying one provider code (``res`` is what ``book`` resolved)."""
         try:
             cells = self._cells[(res, source, code, subcode)]
         except (KeyError, TypeError):
             cells = self._code_cells(book, res, source, code, subcode)
         with self._lock:
             for cell in cells:
-                cell.value += 1
+                cell.value += n
 
     def _code_cells(
         self, book: Codebook, res: Resolution, source: object, code: object, subcode: object
