@@ -71,6 +71,25 @@ class Enricher:
             self._internal_error("traces")
             return None
 
+    def enrich_code(
+        self, source: object, code: object, subcode: object, message: object, n: int
+    ) -> Mapping[str, str] | None:
+        """Resolve one provider code carried by ``n`` spans and count them all at once.
+
+        For batches grouped by code (the sidecar's wire path); the same result and counts as
+        ``n`` calls of :meth:`enrich_span`. None when source or code is missing.
+        """
+        try:
+            if source is None or code is None:
+                return None
+            book = self._book
+            res = book.resolve(source, code, subcode, message)
+            self.metrics.count_code(book, res, source, code, subcode, n)
+            return res.attributes
+        except Exception:
+            self._internal_error("traces")
+            return None
+
     def point_labels(
         self, attributes: Mapping[str, object]
     ) -> tuple[Mapping[str, str], tuple[str, ...]] | None:

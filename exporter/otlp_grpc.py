@@ -21,10 +21,9 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
-from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
-from .otlp import REQUEST_TYPES, OtlpIntake
+from .otlp import MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
 
@@ -116,22 +115,18 @@ class OtlpGrpcReceiver:
         self.port = self._server.add_insecure_port(address)
 
     def _handler(self, signal: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
-        request_type = REQUEST_TYPES[signal]
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
             if self._executor.waiting > self.max_pending_requests:
                 self.metrics.telemetry_rejected(signal, "grpc", "overloaded")
                 context.set_trailing_metadata(self._trailer)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "overloaded; retry later")
-            request = request_type()
             try:
-                request.ParseFromString(raw)
-            except (DecodeError, RecursionError, ValueError) as exc:
-                self.metrics.telemetry_rejected(signal, "grpc", "malformed")
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"invalid protobuf: {exc}")
-            try:
-                result = self.intake.export(signal, request, "grpc", raw)
+                result = self.intake.export_protobuf(signal, raw, "grpc")
                 return result.response.SerializeToString()
+            except MalformedRequest as exc:
+                self.metrics.telemetry_rejected(signal, "grpc", "malformed")
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Exception:
                 if not self._logged:
                     self._logged = True

@@ -42,7 +42,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from .metrics import CodebookMetrics
-from .otlp import REQUEST_TYPES, OtlpIntake
+from .otlp import REQUEST_TYPES, MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
 
@@ -206,14 +206,20 @@ class OtlpHttpApp:
             raw = environ["wsgi.input"].read(length) if length > 0 else b""
             encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
             body = decompress(raw, encoding, self.max_request_bytes)
-            request: Any = parse(signal, body, as_json)
+            if as_json:
+                request: Any = parse(signal, body, as_json)
+                result = self.intake.export(signal, request, "http", body, raw_is_protobuf=False)
+            else:
+                try:
+                    result = self.intake.export_protobuf(signal, body, "http")
+                except MalformedRequest as exc:
+                    raise BadPayload(400, "malformed", str(exc)) from None
         except BadPayload as exc:
             self.metrics.telemetry_rejected(signal, "http", exc.reason)
             return self._error(start_response, exc.status, str(exc), as_json)
         except Exception:
             return self._internal(start_response, signal, as_json)
         try:
-            result = self.intake.export(signal, request, "http", body, raw_is_protobuf=not as_json)
             if as_json:
                 reply = json_format.MessageToJson(result.response, indent=None).encode()
             else:

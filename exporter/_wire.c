@@ -1,0 +1,934 @@
+/* The OTLP trace fast path: validate and enrich an ExportTraceServiceRequest in its wire form.
+ *
+ * enrich_traces(buf, resolve, input_keys, output_keys) first validates buf against the
+ * schema given to set_schema() (built from the installed protobuf descriptors), then walks it
+ * down to its spans (ExportTraceServiceRequest.resource_spans -> ResourceSpans.scope_spans ->
+ * ScopeSpans.spans) without building any message objects. For every span it reads the
+ * trace/span ids, the status code and the attributes whose keys are in input_keys
+ * (provider.source, .code, .subcode, .message) or output_keys (what Codebook adds).
+ *
+ * Spans whose ids are not 16/8 bytes or are all zero are removed (counted as rejected).
+ * Spans carrying input_keys[1] (the code) are grouped by their four input values; resolve is
+ * called once per distinct group as resolve(source, code, subcode, message, n_spans) and
+ * returns None (leave those spans alone) or (blob, error_blob): serialized Span fields to
+ * append to each span of the group (error_blob, which also sets status ERROR, for spans whose
+ * status is UNSET; None when the code is not an error). Output attributes already on an
+ * enriched span are removed first, so they are replaced rather than duplicated.
+ *
+ * Returns (new_request_bytes or None when nothing changed, accepted_spans, rejected_spans).
+ * Raises ValueError *before calling resolve* when buf is invalid or uses a wire form this
+ * walker does not interpret (groups, a known field with another wire type, packed numbers, a
+ * singular field repeated, a oneof set twice, deep nesting): the caller then lets the
+ * protobuf runtime parse it, which either rejects it or takes the message path. The walker
+ * must never accept what the runtime rejects (tests/test_wire.py fuzzes exactly that).
+ *
+ * Validation, the walk and the rewrite run without the GIL; resolve runs with it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define WT_VARINT 0
+#define WT_I64 1
+#define WT_LEN 2
+#define WT_I32 5
+
+/* Kinds of an input value, as the message path reads AnyValue's oneof. */
+enum { V_NONE = 0, V_STRING, V_BOOL, V_INT, V_DOUBLE, V_BYTES };
+
+typedef struct {
+    int kind;
+    const uint8_t *p; /* payload (string/bytes) or raw varint/fixed64 bytes */
+    Py_ssize_t n;
+    uint64_t u; /* decoded varint or fixed64 bits */
+} Value;
+
+typedef struct {
+    Py_ssize_t start; /* offset of the payload in buf */
+    Py_ssize_t len;   /* payload length */
+    Py_ssize_t stale; /* bytes of output-key attribute fields (tag+len+payload) */
+    Py_ssize_t key;   /* group index, or -1 */
+    int bad;
+    int unset;
+} SpanInfo;
+
+typedef struct {
+    Value v[4];
+    Py_hash_t hash;
+    Py_ssize_t count;
+} Group;
+
+typedef struct {
+    const uint8_t *base;
+    const uint8_t **in_keys;
+    Py_ssize_t in_len[4];
+    const uint8_t **out_keys;
+    Py_ssize_t *out_len;
+    Py_ssize_t n_out;
+    SpanInfo *spans;
+    Py_ssize_t n_spans, cap_spans;
+    Group *groups;
+    Py_ssize_t n_groups, cap_groups;
+    Py_ssize_t *table; /* open addressing over groups; -1 empty */
+    Py_ssize_t table_size;
+} Walk;
+
+/* The walk runs without the GIL, so failures are recorded here and raised afterwards. */
+static _Thread_local const char *t_err;
+static _Thread_local int t_nomem;
+
+static int bail(const char *why) {
+    t_err = why;
+    return -1;
+}
+
+static int nomem(void) {
+    t_nomem = 1;
+    return -1;
+}
+
+static void raise_walk_error(void) {
+    if (t_nomem)
+        PyErr_NoMemory();
+    else
+        PyErr_SetString(PyExc_ValueError, t_err != NULL ? t_err : "unsupported wire form");
+}
+
+static int read_varint(const uint8_t **pp, const uint8_t *end, uint64_t *out) {
+    const uint8_t *p = *pp;
+    uint64_t v = 0;
+    for (int shift = 0; shift < 70; shift += 7) {
+        if (p >= end) return bail("truncated varint");
+        uint8_t b = *p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            *pp = p;
+            return 0;
+        }
+    }
+    return bail("varint too long");
+}
+
+/* Reads one field header and locates its payload. For LEN fields the payload and its length
+ * are the contents; for others they span the raw value bytes. *next is where the next field begins. */
+static int read_field(const uint8_t *p, const uint8_t *end, uint32_t *field, int *wt,
+                      const uint8_t **payload, Py_ssize_t *plen, const uint8_t **next,
+                      uint64_t *scalar) {
+    uint64_t tag;
+    const uint8_t *tag_start = p;
+    if (read_varint(&p, end, &tag) < 0) return -1;
+    if (p - tag_start > 5) return bail("tag longer than 5 bytes");
+    *field = (uint32_t)(tag >> 3);
+    *wt = (int)(tag & 7);
+    if (*field == 0 || tag >> 3 > 0x1fffffff) return bail("bad field number");
+    switch (*wt) {
+    case WT_VARINT: {
+        const uint8_t *s = p;
+        if (read_varint(&p, end, scalar) < 0) return -1;
+        *payload = s;
+        *plen = p - s;
+        break;
+    }
+    case WT_I64:
+        if (end - p < 8) return bail("truncated fixed64");
+        memcpy(scalar, p, 8); /* little-endian hosts only: checked at module init */
+        *payload = p;
+        *plen = 8;
+        p += 8;
+        break;
+    case WT_LEN: {
+        uint64_t n;
+        if (read_varint(&p, end, &n) < 0) return -1;
+        if (n > (uint64_t)(end - p)) return bail("truncated length-delimited field");
+        *payload = p;
+        *plen = (Py_ssize_t)n;
+        p += n;
+        break;
+    }
+    case WT_I32:
+        if (end - p < 4) return bail("truncated fixed32");
+        *payload = p;
+        *plen = 4;
+        p += 4;
+        break;
+    default:
+        return bail("group or unknown wire type");
+    }
+    *next = p;
+    return 0;
+}
+
+static Py_ssize_t varint_size(uint64_t v) {
+    Py_ssize_t n = 1;
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+static uint8_t *write_varint(uint8_t *o, uint64_t v) {
+    while (v >= 0x80) {
+        *o++ = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    *o++ = (uint8_t)v;
+    return o;
+}
+
+/* -- validation against the installed schema ---------------------------------------------
+ *
+ * set_schema() receives the message types reachable from ExportTraceServiceRequest, built
+ * from the protobuf descriptors at import, so what is validated follows the installed
+ * opentelemetry-proto. The walker accepts only what the protobuf runtime accepts; wherever
+ * it is unsure (a known field with another wire type, packed numbers, groups, deep nesting)
+ * it bails, and the caller lets the protobuf runtime decide.
+ */
+
+enum { K_VARINT = 0, K_I64 = 1, K_BYTES = 2, K_I32 = 5, K_STRING = 8, K_MESSAGE = 9, K_BAIL = 10 };
+#define MAX_DEPTH 32
+#define DIRECT 32
+
+typedef struct {
+    uint32_t number;
+    int kind;
+    Py_ssize_t sub;
+} FieldDef;
+
+typedef struct {
+    FieldDef *fields;
+    Py_ssize_t n;
+    int8_t direct[DIRECT]; /* index into fields for small field numbers, -1 if unknown */
+} MsgDef;
+
+static MsgDef *g_schema;
+static Py_ssize_t g_n_msgs;
+
+static const FieldDef *find_field(const MsgDef *m, uint32_t number) {
+    if (number < DIRECT) {
+        int8_t i = m->direct[number];
+        return i < 0 ? NULL : &m->fields[i];
+    }
+    for (Py_ssize_t i = 0; i < m->n; i++)
+        if (m->fields[i].number == number) return &m->fields[i];
+    return NULL;
+}
+
+static int utf8_ok(const uint8_t *s, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+    while (i < n) {
+        if (i + 8 <= n) {
+            uint64_t x;
+            memcpy(&x, s + i, 8);
+            if (!(x & 0x8080808080808080ULL)) {
+                i += 8;
+                continue;
+            }
+        }
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xC2 && c <= 0xDF) {
+            if (i + 1 >= n || (s[i + 1] & 0xC0) != 0x80) return 0;
+            i += 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            if (i + 2 >= n) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80) return 0;
+            if (c == 0xE0 && c1 < 0xA0) return 0; /* overlong */
+            if (c == 0xED && c1 >= 0xA0) return 0; /* surrogate */
+            i += 3;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            if (i + 3 >= n) return 0;
+            uint8_t c1 = s[i + 1], c2 = s[i + 2], c3 = s[i + 3];
+            if ((c1 & 0xC0) != 0x80 || (c2 & 0xC0) != 0x80 || (c3 & 0xC0) != 0x80) return 0;
+            if (c == 0xF0 && c1 < 0x90) return 0; /* overlong */
+            if (c == 0xF4 && c1 >= 0x90) return 0; /* above U+10FFFF */
+            i += 4;
+        } else {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int validate(const uint8_t *p, const uint8_t *end, Py_ssize_t msg, int depth) {
+    if (depth > MAX_DEPTH) return bail("nesting deeper than the walker follows");
+    const MsgDef *m = &g_schema[msg];
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        const FieldDef *fd = find_field(m, f);
+        if (fd != NULL) {
+            switch (fd->kind) {
+            case K_STRING:
+                if (wt != WT_LEN) return bail("string field with another wire type");
+                if (!utf8_ok(pl, n)) return bail("string field is not valid UTF-8");
+                break;
+            case K_MESSAGE:
+                if (wt != WT_LEN) return bail("message field with another wire type");
+                if (validate(pl, pl + n, fd->sub, depth + 1) < 0) return -1;
+                break;
+            case K_BYTES:
+            case K_VARINT:
+            case K_I64:
+            case K_I32:
+                if (wt != fd->kind) return bail("field with another wire type");
+                break;
+            default:
+                return bail("field kind the walker leaves to the runtime");
+            }
+        }
+        p = next;
+    }
+    return 0;
+}
+
+static void free_schema(MsgDef *schema, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) PyMem_Free(schema[i].fields);
+    PyMem_Free(schema);
+}
+
+static PyObject *set_schema(PyObject *self, PyObject *arg) {
+    (void)self;
+    PyObject *msgs = PySequence_Fast(arg, "schema must be a sequence of messages");
+    if (msgs == NULL) return NULL;
+    Py_ssize_t n_msgs = PySequence_Fast_GET_SIZE(msgs);
+    MsgDef *schema = PyMem_Calloc((size_t)n_msgs + 1, sizeof(MsgDef));
+    if (schema == NULL) {
+        Py_DECREF(msgs);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n_msgs; i++) {
+        memset(schema[i].direct, -1, DIRECT);
+        PyObject *fields = PySequence_Fast(PySequence_Fast_GET_ITEM(msgs, i),
+                                           "a message must be a sequence of fields");
+        if (fields == NULL) goto fail;
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(fields);
+        schema[i].fields = PyMem_Calloc((size_t)n + 1, sizeof(FieldDef));
+        schema[i].n = n;
+        if (schema[i].fields == NULL || n > 127) {
+            Py_DECREF(fields);
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "too many fields");
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < n; j++) {
+            unsigned int number;
+            int kind;
+            Py_ssize_t sub;
+            if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(fields, j), "Iin", &number, &kind,
+                                  &sub)) {
+                Py_DECREF(fields);
+                goto fail;
+            }
+            if (kind == K_MESSAGE && (sub < 0 || sub >= n_msgs)) {
+                Py_DECREF(fields);
+                PyErr_SetString(PyExc_ValueError, "message field names no message");
+                goto fail;
+            }
+            schema[i].fields[j] = (FieldDef){number, kind, sub};
+            if (number < DIRECT) schema[i].direct[number] = (int8_t)j;
+        }
+        Py_DECREF(fields);
+    }
+    Py_DECREF(msgs);
+    if (g_schema != NULL) free_schema(g_schema, g_n_msgs); /* set once, at import */
+    g_schema = schema;
+    g_n_msgs = n_msgs;
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(msgs);
+    free_schema(schema, n_msgs);
+    return NULL;
+}
+
+/* -- reading one span ---------------------------------------------------------------------- */
+
+static int read_anyvalue(const uint8_t *p, const uint8_t *end, Value *out) {
+    int seen = 0;
+    out->kind = V_NONE;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u = 0;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        int kind = -1, want = -1;
+        switch (f) {
+        case 1: kind = V_STRING; want = WT_LEN; break;
+        case 2: kind = V_BOOL; want = WT_VARINT; break;
+        case 3: kind = V_INT; want = WT_VARINT; break;
+        case 4: kind = V_DOUBLE; want = WT_I64; break;
+        case 5: case 6: kind = V_NONE; want = WT_LEN; break; /* array, kvlist: no code */
+        case 7: kind = V_BYTES; want = WT_LEN; break;
+        case 8: kind = V_NONE; want = WT_VARINT; break; /* string_value_strindex: no code */
+        default: /* another member of the oneof in a newer schema? the runtime decides */
+            return bail("AnyValue field the walker does not know");
+        }
+        if (kind >= 0) {
+            if (wt != want) return bail("AnyValue field with an unexpected wire type");
+            if (seen++) return bail("AnyValue with more than one value");
+            out->kind = kind;
+            out->p = pl;
+            out->n = n;
+            out->u = u;
+        }
+        p = next;
+    }
+    return 0;
+}
+
+static int key_is(const uint8_t *k, Py_ssize_t n, const uint8_t *want, Py_ssize_t wn) {
+    return n == wn && memcmp(k, want, (size_t)n) == 0;
+}
+
+/* One attribute: which input slot it fills (0-3), or 4 for an output key, or -1. */
+static int read_keyvalue(Walk *w, const uint8_t *p, const uint8_t *end, Value *val) {
+    const uint8_t *key = NULL, *vp = NULL;
+    Py_ssize_t kn = 0, vn = 0;
+    int nkey = 0, nval = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -2;
+        if (f == 1 || f == 2) {
+            if (wt != WT_LEN) return bail("KeyValue field with an unexpected wire type"), -2;
+            if (f == 1) {
+                key = pl;
+                kn = n;
+                nkey++;
+            } else {
+                vp = pl;
+                vn = n;
+                nval++;
+            }
+        }
+        p = next;
+    }
+    if (nkey > 1 || nval > 1) return bail("KeyValue with a repeated field"), -2;
+    if (key == NULL) return -1;
+    for (int i = 0; i < 4; i++) {
+        if (key_is(key, kn, w->in_keys[i], w->in_len[i])) {
+            val->kind = V_NONE;
+            if (vp != NULL && read_anyvalue(vp, vp + vn, val) < 0) return -2;
+            return i;
+        }
+    }
+    for (Py_ssize_t i = 0; i < w->n_out; i++)
+        if (key_is(key, kn, w->out_keys[i], w->out_len[i])) return 4;
+    return -1;
+}
+
+static int read_status_code(const uint8_t *p, const uint8_t *end, uint64_t *code) {
+    int seen = 0;
+    *code = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u = 0;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == 3) {
+            if (wt != WT_VARINT) return bail("Status.code with an unexpected wire type");
+            if (seen++) return bail("Status.code repeated");
+            *code = u;
+        }
+        p = next;
+    }
+    return 0;
+}
+
+static Py_hash_t hash_value(Py_hash_t h, const Value *v) {
+    h = (h ^ (Py_hash_t)v->kind) * 1099511628211LL;
+    if (v->kind == V_STRING || v->kind == V_BYTES) {
+        for (Py_ssize_t i = 0; i < v->n; i++) h = (h ^ v->p[i]) * 1099511628211LL;
+    } else if (v->kind != V_NONE) {
+        h = (h ^ (Py_hash_t)v->u) * 1099511628211LL;
+    }
+    return h;
+}
+
+static int value_eq(const Value *a, const Value *b) {
+    if (a->kind != b->kind) return 0;
+    if (a->kind == V_STRING || a->kind == V_BYTES)
+        return a->n == b->n && memcmp(a->p, b->p, (size_t)a->n) == 0;
+    return a->kind == V_NONE || a->u == b->u;
+}
+
+static int grow_table(Walk *w) {
+    Py_ssize_t size = w->table_size ? w->table_size * 2 : 64;
+    Py_ssize_t *t = PyMem_RawMalloc((size_t)size * sizeof(Py_ssize_t));
+    if (t == NULL) return nomem();
+    for (Py_ssize_t i = 0; i < size; i++) t[i] = -1;
+    for (Py_ssize_t g = 0; g < w->n_groups; g++) {
+        Py_ssize_t i = (Py_ssize_t)((size_t)w->groups[g].hash & (size_t)(size - 1));
+        while (t[i] != -1) i = (i + 1) & (size - 1);
+        t[i] = g;
+    }
+    PyMem_RawFree(w->table);
+    w->table = t;
+    w->table_size = size;
+    return 0;
+}
+
+static Py_ssize_t group_of(Walk *w, const Value v[4]) {
+    Py_hash_t h = (Py_hash_t)14695981039346656037ULL;
+    for (int i = 0; i < 4; i++) h = hash_value(h, &v[i]);
+    if ((w->n_groups + 1) * 2 > w->table_size && grow_table(w) < 0) return -2;
+    Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1));
+    while (w->table[i] != -1) {
+        Group *g = &w->groups[w->table[i]];
+        if (g->hash == h && value_eq(&g->v[0], &v[0]) && value_eq(&g->v[1], &v[1]) &&
+            value_eq(&g->v[2], &v[2]) && value_eq(&g->v[3], &v[3]))
+            return w->table[i];
+        i = (i + 1) & (w->table_size - 1);
+    }
+    if (w->n_groups == w->cap_groups) {
+        Py_ssize_t cap = w->cap_groups ? w->cap_groups * 2 : 16;
+        Group *gs = PyMem_RawRealloc(w->groups, (size_t)cap * sizeof(Group));
+        if (gs == NULL) return nomem(), -2;
+        w->groups = gs;
+        w->cap_groups = cap;
+    }
+    Group *g = &w->groups[w->n_groups];
+    memcpy(g->v, v, 4 * sizeof(Value));
+    g->hash = h;
+    g->count = 0;
+    w->table[i] = w->n_groups;
+    return w->n_groups++;
+}
+
+static const uint8_t ZERO[16];
+
+static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1};
+    Value v[4];
+    int have[4] = {0, 0, 0, 0};
+    const uint8_t *tid = NULL, *sid = NULL;
+    Py_ssize_t tn = 0, sn = 0;
+    int n_tid = 0, n_sid = 0, n_status = 0;
+    memset(v, 0, sizeof(v));
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        const uint8_t *field_start = p;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == 1 || f == 2 || f == 9 || f == 15) {
+            if (wt != WT_LEN) return bail("Span field with an unexpected wire type");
+        }
+        if (f == 1) {
+            tid = pl;
+            tn = n;
+            n_tid++;
+        } else if (f == 2) {
+            sid = pl;
+            sn = n;
+            n_sid++;
+        } else if (f == 15) {
+            uint64_t code;
+            if (n_status++) return bail("Span.status repeated");
+            if (read_status_code(pl, pl + n, &code) < 0) return -1;
+            s.unset = code == 0;
+        } else if (f == 9) {
+            Value val;
+            int slot = read_keyvalue(w, pl, pl + n, &val);
+            if (slot == -2) return -1;
+            if (slot >= 0 && slot < 4) {
+                v[slot] = val; /* the last attribute of a key wins, as in the message path */
+                have[slot] = 1;
+            } else if (slot == 4) {
+                s.stale += next - field_start;
+            }
+        }
+        p = next;
+    }
+    if (n_tid > 1 || n_sid > 1) return bail("Span id repeated");
+    s.bad = tn != 16 || sn != 8 || memcmp(tid, ZERO, 16) == 0 || memcmp(sid, ZERO, 8) == 0;
+    if (!s.bad && have[1]) {
+        Py_ssize_t g = group_of(w, v);
+        if (g == -2) return -1;
+        w->groups[g].count++;
+        s.key = g;
+    }
+    if (w->n_spans == w->cap_spans) {
+        Py_ssize_t cap = w->cap_spans ? w->cap_spans * 2 : 256;
+        SpanInfo *ss = PyMem_RawRealloc(w->spans, (size_t)cap * sizeof(SpanInfo));
+        if (ss == NULL) return nomem();
+        w->spans = ss;
+        w->cap_spans = cap;
+    }
+    w->spans[w->n_spans++] = s;
+    return 0;
+}
+
+/* Walks one level: every field `child` (LEN) is handed to `inner`; other fields skipped. */
+typedef int (*Inner)(Walk *, const uint8_t *, const uint8_t *);
+
+static int scan_level(Walk *w, const uint8_t *p, const uint8_t *end, uint32_t child,
+                      Inner inner) {
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == child) {
+            if (wt != WT_LEN) return bail("container field with an unexpected wire type");
+            if (inner(w, pl, pl + n) < 0) return -1;
+        }
+        p = next;
+    }
+    return 0;
+}
+
+static int scan_scope(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_span);
+}
+
+static int scan_resource(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_scope);
+}
+
+/* -- writing ------------------------------------------------------------------------------ */
+
+typedef struct {
+    PyObject **blob;  /* per group: bytes or NULL (leave alone) */
+    PyObject **eblob; /* per group: bytes or NULL (not an error) */
+    Py_ssize_t next_span;
+    uint8_t *out;
+} Emit;
+
+static PyObject *span_blob(Walk *w, Emit *e, const SpanInfo *s) {
+    (void)w;
+    if (s->key < 0 || e->blob[s->key] == NULL) return NULL;
+    if (s->unset && e->eblob[s->key] != NULL) return e->eblob[s->key];
+    return e->blob[s->key];
+}
+
+/* New payload size of a span; -1 when the span is dropped. */
+static Py_ssize_t span_size(Walk *w, Emit *e, const SpanInfo *s) {
+    if (s->bad) return -1;
+    PyObject *b = span_blob(w, e, s);
+    return b == NULL ? s->len : s->len - s->stale + PyBytes_GET_SIZE(b);
+}
+
+/* Sizes are computed by the same walk as the writing, in "measure" mode (out == NULL). */
+static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *end,
+                             int depth);
+
+static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
+    const uint8_t *p = w->base + s->start, *end = p + s->len;
+    PyObject *b = span_blob(w, e, s);
+    if (e->out == NULL) return span_size(w, e, s);
+    if (b == NULL) {
+        memcpy(e->out, p, (size_t)s->len);
+        e->out += s->len;
+        return s->len;
+    }
+    if (s->stale == 0) {
+        memcpy(e->out, p, (size_t)s->len);
+        e->out += s->len;
+    } else {
+        while (p < end) {
+            uint32_t f;
+            int wt;
+            const uint8_t *pl, *next;
+            Py_ssize_t n;
+            uint64_t u;
+            Value val;
+            read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
+            if (!(f == 9 && read_keyvalue(w, pl, pl + n, &val) == 4)) {
+                memcpy(e->out, p, (size_t)(next - p));
+                e->out += next - p;
+            }
+            p = next;
+        }
+    }
+    memcpy(e->out, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
+    e->out += PyBytes_GET_SIZE(b);
+    return span_size(w, e, s);
+}
+
+/* depth 0: request (child 1), 1: ResourceSpans (child 2), 2: ScopeSpans (child 2 = spans). */
+static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *end,
+                             int depth) {
+    uint32_t child = depth == 0 ? 1 : 2;
+    Py_ssize_t total = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        const uint8_t *field_start = p;
+        read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
+        if (f != child) {
+            if (e->out != NULL) {
+                memcpy(e->out, field_start, (size_t)(next - field_start));
+                e->out += next - field_start;
+            }
+            total += next - field_start;
+        } else {
+            Py_ssize_t size;
+            Py_ssize_t first = e->next_span;
+            uint8_t *saved = e->out;
+            const uint8_t *q = field_start;
+            uint64_t tag;
+            read_varint(&q, end, &tag); /* the tag's own length: lengths may be padded */
+            Py_ssize_t tag_len = q - field_start;
+            if (depth == 2) {
+                const SpanInfo *s = &w->spans[e->next_span++];
+                size = span_size(w, e, s);
+                if (size < 0) {
+                    p = next;
+                    continue;
+                }
+                if (e->out != NULL) {
+                    memcpy(e->out, field_start, (size_t)tag_len);
+                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    emit_span(w, e, s);
+                }
+            } else {
+                /* measure the child first, then write it with its new length */
+                e->out = NULL;
+                size = emit_level(w, e, pl, pl + n, depth + 1);
+                e->out = saved;
+                if (e->out != NULL) {
+                    e->next_span = first;
+                    memcpy(e->out, field_start, (size_t)tag_len);
+                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    emit_level(w, e, pl, pl + n, depth + 1);
+                }
+            }
+            total += tag_len + varint_size((uint64_t)size) + size;
+        }
+        p = next;
+    }
+    return total;
+}
+
+/* -- the entry point ---------------------------------------------------------------------- */
+
+static PyObject *value_object(const Value *v) {
+    switch (v->kind) {
+    case V_STRING:
+        return PyUnicode_DecodeUTF8((const char *)v->p, v->n, "strict");
+    case V_BYTES:
+        return PyBytes_FromStringAndSize((const char *)v->p, v->n);
+    case V_BOOL:
+        return PyBool_FromLong(v->u != 0);
+    case V_INT:
+        return PyLong_FromLongLong((long long)v->u);
+    case V_DOUBLE: {
+        double d;
+        memcpy(&d, &v->u, 8);
+        return PyFloat_FromDouble(d);
+    }
+    default:
+        Py_RETURN_NONE;
+    }
+}
+
+static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_ssize_t **lens,
+                     Py_ssize_t *count) {
+    PyObject *fast = PySequence_Fast(seq, "keys must be a sequence of bytes");
+    if (fast == NULL) return -1;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
+    if ((want >= 0 && n != want) || n > 64) {
+        Py_DECREF(fast);
+        return bail("wrong number of keys");
+    }
+    *keys = PyMem_Malloc((size_t)(n + 1) * sizeof(uint8_t *));
+    *lens = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
+    if (*keys == NULL || *lens == NULL) {
+        Py_DECREF(fast);
+        return PyErr_NoMemory(), -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PySequence_Fast_GET_ITEM(fast, i);
+        if (!PyBytes_Check(k)) {
+            Py_DECREF(fast);
+            PyErr_SetString(PyExc_TypeError, "keys must be bytes");
+            return -1;
+        }
+        (*keys)[i] = (const uint8_t *)PyBytes_AS_STRING(k);
+        (*lens)[i] = PyBytes_GET_SIZE(k);
+    }
+    *count = n;
+    Py_DECREF(fast); /* the key bytes stay alive: the caller's sequence holds them */
+    return 0;
+}
+
+static PyObject *enrich_traces(PyObject *self, PyObject *args) {
+    (void)self;
+    /* bytes only: the walk runs without the GIL and reads the buffer twice, so it must not
+     * be able to change in between (a bytearray could). */
+    PyObject *data, *resolve, *in_seq, *out_seq, *result = NULL;
+    if (!PyArg_ParseTuple(args, "SOOO", &data, &resolve, &in_seq, &out_seq)) return NULL;
+    Py_INCREF(data);
+    Walk w;
+    memset(&w, 0, sizeof(w));
+    w.base = (const uint8_t *)PyBytes_AS_STRING(data);
+    Emit e = {NULL, NULL, 0, NULL};
+    const uint8_t **in_keys = NULL;
+    Py_ssize_t *in_lens = NULL, n_in = 0;
+    if (keys_from(in_seq, 4, &in_keys, &in_lens, &n_in) < 0) goto done;
+    for (int i = 0; i < 4; i++) w.in_len[i] = in_lens[i];
+    w.in_keys = in_keys;
+    if (keys_from(out_seq, -1, &w.out_keys, &w.out_len, &w.n_out) < 0) goto done;
+
+    const uint8_t *start = w.base, *end = start + PyBytes_GET_SIZE(data);
+    if (g_schema == NULL || g_n_msgs == 0) {
+        PyErr_SetString(PyExc_ValueError, "no schema: call set_schema first");
+        goto done;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    t_err = NULL;
+    t_nomem = 0;
+    rc = validate(start, end, 0, 0);
+    if (rc == 0) rc = scan_level(&w, start, end, 1, scan_resource);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) {
+        raise_walk_error();
+        goto done;
+    }
+
+    Py_ssize_t rejected = 0;
+    for (Py_ssize_t i = 0; i < w.n_spans; i++) rejected += w.spans[i].bad;
+    Py_ssize_t accepted = w.n_spans - rejected;
+
+    e.blob = PyMem_Calloc((size_t)w.n_groups + 1, sizeof(PyObject *));
+    e.eblob = PyMem_Calloc((size_t)w.n_groups + 1, sizeof(PyObject *));
+    if (e.blob == NULL || e.eblob == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* Decode every group's values first, so a value that cannot be decoded bails before
+     * any resolve call has counted anything. */
+    PyObject **vals = PyMem_Calloc((size_t)w.n_groups * 4 + 1, sizeof(PyObject *));
+    if (vals == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    int ok = 1;
+    for (Py_ssize_t g = 0; g < w.n_groups * 4 && ok; g++) {
+        vals[g] = value_object(&w.groups[g / 4].v[g % 4]);
+        if (vals[g] == NULL) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "an input value cannot be decoded");
+            ok = 0;
+        }
+    }
+    int changed = rejected > 0;
+    for (Py_ssize_t g = 0; g < w.n_groups && ok; g++) {
+        PyObject *r = PyObject_CallFunction(resolve, "OOOOn", vals[4 * g], vals[4 * g + 1],
+                                            vals[4 * g + 2], vals[4 * g + 3],
+                                            w.groups[g].count);
+        if (r == NULL) {
+            ok = 0;
+            break;
+        }
+        if (r != Py_None) {
+            PyObject *b, *eb;
+            if (!PyArg_ParseTuple(r, "SO", &b, &eb) || (eb != Py_None && !PyBytes_Check(eb))) {
+                Py_DECREF(r);
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "resolve must return (bytes, bytes|None)");
+                ok = 0;
+                break;
+            }
+            Py_INCREF(b);
+            e.blob[g] = b;
+            if (eb != Py_None) {
+                Py_INCREF(eb);
+                e.eblob[g] = eb;
+            }
+            changed = 1;
+        }
+        Py_DECREF(r);
+    }
+    for (Py_ssize_t g = 0; g < w.n_groups * 4; g++) Py_XDECREF(vals[g]);
+    PyMem_Free(vals);
+    if (!ok) goto done;
+
+    PyObject *out = Py_None;
+    if (changed) {
+        Py_ssize_t size;
+        Py_BEGIN_ALLOW_THREADS
+        size = emit_level(&w, &e, start, end, 0);
+        Py_END_ALLOW_THREADS
+        out = PyBytes_FromStringAndSize(NULL, size);
+        if (out == NULL) goto done;
+        e.out = (uint8_t *)PyBytes_AS_STRING(out);
+        e.next_span = 0;
+        uint8_t *first = e.out;
+        Py_BEGIN_ALLOW_THREADS
+        emit_level(&w, &e, start, end, 0);
+        Py_END_ALLOW_THREADS
+        if (e.out - first != size) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_SystemError, "codebook wire: size mismatch");
+            goto done;
+        }
+    } else {
+        Py_INCREF(out);
+    }
+    result = Py_BuildValue("(Nnn)", out, accepted, rejected);
+
+done:
+    if (e.blob != NULL)
+        for (Py_ssize_t g = 0; g < w.n_groups; g++) Py_XDECREF(e.blob[g]);
+    if (e.eblob != NULL)
+        for (Py_ssize_t g = 0; g < w.n_groups; g++) Py_XDECREF(e.eblob[g]);
+    PyMem_Free(e.blob);
+    PyMem_Free(e.eblob);
+    PyMem_Free(in_keys);
+    PyMem_Free(in_lens);
+    PyMem_Free((void *)w.out_keys);
+    PyMem_Free(w.out_len);
+    PyMem_RawFree(w.spans);
+    PyMem_RawFree(w.groups);
+    PyMem_RawFree(w.table);
+    Py_DECREF(data);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"set_schema", set_schema, METH_O,
+     "set_schema(messages): the message types the walker validates against; messages[0] is "
+     "ExportTraceServiceRequest; each message is a sequence of (number, kind, sub) fields."},
+    {"enrich_traces", enrich_traces, METH_VARARGS,
+     "enrich_traces(buf, resolve, input_keys, output_keys) -> (bytes | None, accepted, "
+     "rejected): enrich a serialized ExportTraceServiceRequest (see the module source)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_wire", "The OTLP trace fast path (wire-format enrichment).", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__wire(void) {
+    uint16_t probe = 1;
+    if (*(uint8_t *)&probe != 1) {
+        PyErr_SetString(PyExc_ImportError, "codebook wire fast path needs a little-endian host");
+        return NULL;
+    }
+    return PyModule_Create(&module);
+}
