@@ -55,7 +55,7 @@ typedef struct {
 
 typedef struct {
     Value v[4];
-    Py_hash_t hash;
+    uint64_t hash;
     Py_ssize_t count;
 } Group;
 
@@ -297,6 +297,10 @@ static void free_schema(MsgDef *schema, Py_ssize_t n) {
 
 static PyObject *set_schema(PyObject *self, PyObject *arg) {
     (void)self;
+    if (g_schema != NULL) { /* walks read it without the GIL: it is never replaced */
+        PyErr_SetString(PyExc_RuntimeError, "the schema is set once");
+        return NULL;
+    }
     PyObject *msgs = PySequence_Fast(arg, "schema must be a sequence of messages");
     if (msgs == NULL) return NULL;
     Py_ssize_t n_msgs = PySequence_Fast_GET_SIZE(msgs);
@@ -338,7 +342,6 @@ static PyObject *set_schema(PyObject *self, PyObject *arg) {
         Py_DECREF(fields);
     }
     Py_DECREF(msgs);
-    if (g_schema != NULL) free_schema(g_schema, g_n_msgs); /* set once, at import */
     g_schema = schema;
     g_n_msgs = n_msgs;
     Py_RETURN_NONE;
@@ -449,12 +452,13 @@ static int read_status_code(const uint8_t *p, const uint8_t *end, uint64_t *code
     return 0;
 }
 
-static Py_hash_t hash_value(Py_hash_t h, const Value *v) {
-    h = (h ^ (Py_hash_t)v->kind) * 1099511628211LL;
+/* FNV-1a, unsigned: wraps by definition. */
+static uint64_t hash_value(uint64_t h, const Value *v) {
+    h = (h ^ (uint64_t)v->kind) * 1099511628211ULL;
     if (v->kind == V_STRING || v->kind == V_BYTES) {
-        for (Py_ssize_t i = 0; i < v->n; i++) h = (h ^ v->p[i]) * 1099511628211LL;
+        for (Py_ssize_t i = 0; i < v->n; i++) h = (h ^ v->p[i]) * 1099511628211ULL;
     } else if (v->kind != V_NONE) {
-        h = (h ^ (Py_hash_t)v->u) * 1099511628211LL;
+        h = (h ^ v->u) * 1099511628211ULL;
     }
     return h;
 }
@@ -483,7 +487,7 @@ static int grow_table(Walk *w) {
 }
 
 static Py_ssize_t group_of(Walk *w, const Value v[4]) {
-    Py_hash_t h = (Py_hash_t)14695981039346656037ULL;
+    uint64_t h = 14695981039346656037ULL;
     for (int i = 0; i < 4; i++) h = hash_value(h, &v[i]);
     if ((w->n_groups + 1) * 2 > w->table_size && grow_table(w) < 0) return -2;
     Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1));
@@ -542,7 +546,7 @@ static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
             uint64_t code;
             if (n_status++) return bail("Span.status repeated");
             if (read_status_code(pl, pl + n, &code) < 0) return -1;
-            s.unset = code == 0;
+            s.unset = (uint32_t)code == 0; /* an enum is an int32: upper bits are dropped */
         } else if (f == 9) {
             Value val;
             int slot = read_keyvalue(w, pl, pl + n, &val);
@@ -744,9 +748,15 @@ static PyObject *value_object(const Value *v) {
     }
 }
 
+/* seq must be a tuple of bytes (immutable: the pointers are used without the GIL while the
+ * caller holds the tuple). */
 static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_ssize_t **lens,
                      Py_ssize_t *count) {
-    PyObject *fast = PySequence_Fast(seq, "keys must be a sequence of bytes");
+    if (!PyTuple_Check(seq)) {
+        PyErr_SetString(PyExc_TypeError, "keys must be a tuple of bytes");
+        return -1;
+    }
+    PyObject *fast = PySequence_Fast(seq, "keys must be a tuple of bytes");
     if (fast == NULL) return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if ((want >= 0 && n != want) || n > 64) {
@@ -781,6 +791,8 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     PyObject *data, *resolve, *in_seq, *out_seq, *result = NULL;
     if (!PyArg_ParseTuple(args, "SOOO", &data, &resolve, &in_seq, &out_seq)) return NULL;
     Py_INCREF(data);
+    Py_INCREF(in_seq);
+    Py_INCREF(out_seq);
     Walk w;
     memset(&w, 0, sizeof(w));
     w.base = (const uint8_t *)PyBytes_AS_STRING(data);
@@ -906,13 +918,16 @@ done:
     PyMem_RawFree(w.groups);
     PyMem_RawFree(w.table);
     Py_DECREF(data);
+    Py_DECREF(in_seq);
+    Py_DECREF(out_seq);
     return result;
 }
 
 static PyMethodDef methods[] = {
     {"set_schema", set_schema, METH_O,
-     "set_schema(messages): the message types the walker validates against; messages[0] is "
-     "ExportTraceServiceRequest; each message is a sequence of (number, kind, sub) fields."},
+     "set_schema(messages): the message types the walker validates against, once per process; "
+     "messages[0] is ExportTraceServiceRequest; each message is a sequence of (number, kind, "
+     "sub) fields."},
     {"enrich_traces", enrich_traces, METH_VARARGS,
      "enrich_traces(buf, resolve, input_keys, output_keys) -> (bytes | None, accepted, "
      "rejected): enrich a serialized ExportTraceServiceRequest (see the module source)."},

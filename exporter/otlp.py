@@ -26,6 +26,7 @@ worker thread, never blocks (forwarding is a bounded, non-blocking enqueue) and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 from collections.abc import Callable, Mapping
@@ -168,7 +169,8 @@ def _is_repeated(field: FieldDescriptor) -> bool:
 
 
 if _wire is not None:
-    _wire.set_schema(wire_schema(ExportTraceServiceRequest.DESCRIPTOR))
+    with contextlib.suppress(RuntimeError):  # already set: this module was imported again
+        _wire.set_schema(wire_schema(ExportTraceServiceRequest.DESCRIPTOR))
 
 
 @dataclass

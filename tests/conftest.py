@@ -21,10 +21,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "exporter"
 
 
 def _installed_extension() -> Path | None:
-    try:
-        files = metadata.distribution("codebook-exporter").files or []
-    except metadata.PackageNotFoundError:
-        return None
+    # Every installed copy: the build leaves an egg-info in the source tree, which is found
+    # first (the current directory leads sys.path) and lists no compiled files.
+    files = [
+        f for dist in metadata.distributions(name="codebook-exporter") for f in dist.files or []
+    ]
     for f in files:
         name = f.name
         if f.parent.name == "exporter" and name.startswith("_wire.") and any(

@@ -210,6 +210,9 @@ def _span_bytes(extra: bytes) -> bytes:
 RAW_FORMS[2] = ("status twice", _span_bytes(b"\x7a\x02\x18\x01\x7a\x02\x18\x00"), False)
 RAW_FORMS[3] = ("known field with another wire type", _span_bytes(b"\x28\x05"), False)
 RAW_FORMS[4] = ("group in a span", _span_bytes(b"\xa3\x01\xa4\x01"), False)
+# Status.code 2**32: an enum is an int32, so the runtime reads UNSET (the upper bits dropped).
+RAW_FORMS.append(("status code past 32 bits", _span_bytes(b"\x7a\x06\x18\x80\x80\x80\x80\x10"),
+                  True))
 
 
 @pytest.mark.parametrize("body,takes", [(b, t) for _, b, t in RAW_FORMS],
