@@ -73,6 +73,8 @@ class MetricsConfig:
 
     endpoint: str = _opt(":9464")
     web_config_file: str = _opt("")
+    max_connections: int = _opt(32, minimum=1)
+    connection_timeout_seconds: float = _opt(10.0, minimum=0.001)
     max_unmapped_codes_per_source: int = _opt(50, minimum=0)
     max_series: int = _opt(10_000, minimum=1)
 

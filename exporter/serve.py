@@ -107,6 +107,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 class Sidecar:
     """Every running part of the sidecar; ``start()`` binds and serves, ``stop()`` drains."""
 
+    PROBES = ("/healthz", "/readyz")
+
     def __init__(self, cfg: Config, web: WebConfig | None = None) -> None:
         self.cfg = cfg
         self.web = web
@@ -186,8 +188,12 @@ class Sidecar:
             host,
             registry=self.registry,
             routes={"/healthz": self._healthz, "/readyz": self._readyz},
-            authenticate=web.authenticate if web is not None and web.requires_auth else None,
+            authenticate=_authenticator(web),
+            auth_excluded_paths=self.PROBES,  # kubelet probes cannot send credentials
+            headers=web.headers if web is not None else (),
             ssl_context=web.ssl_context if web is not None else None,
+            max_connections=self.cfg.metrics.max_connections,
+            timeout_seconds=self.cfg.metrics.connection_timeout_seconds,
         )
         if self.cfg.mappings.watch_interval_seconds > 0:
             self.watcher = MappingWatcher(
@@ -235,6 +241,10 @@ class Sidecar:
             self.forwarder.shutdown(left())
         if self.metrics_server is not None:
             self.metrics_server.close()
+
+
+def _authenticator(web: WebConfig | None) -> Callable[[str | None], bool] | None:
+    return web.authenticate if web is not None and web.requires_auth else None
 
 
 def _fmt(host: str) -> str:

@@ -13,9 +13,15 @@ unchanged::
       prometheus: $2y$10$...         # bcrypt hash
     http_server_config:
       http2: false
+      headers:                       # added to every response
+        X-Content-Type-Options: nosniff
 
 Strict: unknown keys, unknown enum values, missing files and malformed hashes are errors,
-all reported in one pass as ``file:line: key: message`` (:class:`WebConfigError`). Toolkit
+all reported in one pass as ``file:line: key: message`` (:class:`WebConfigError`). As in the
+toolkit, ``headers`` may only set ``Strict-Transport-Security``, ``X-Content-Type-Options``
+(``nosniff``), ``X-Frame-Options`` (``deny`` or ``sameorigin``), ``X-XSS-Protection`` and
+``Content-Security-Policy``, so no configuration can override ``Content-Type``,
+``Content-Length``, ``Content-Encoding``, ``WWW-Authenticate`` and the like. Toolkit
 options Python's TLS cannot honour (``cipher_suites``, ``curve_preferences``,
 ``client_allowed_sans``, ``RequestClientCert`` and ``RequireAnyClientCert``, which accept
 unverified client certificates) are refused rather than silently ignored.
@@ -73,6 +79,16 @@ _TLS_VERSIONS = {
 }
 _TOP_KEYS = frozenset(("tls_server_config", "basic_auth_users", "http_server_config"))
 _HTTP_KEYS = frozenset(("http2", "headers"))
+# The exporter-toolkit's extraHTTPHeaders (web/handler.go): only these response headers may be
+# configured, some only with the listed values; names are matched exactly, as there.
+_ALLOWED_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+_CANONICAL_HEADERS = {name.lower(): name for name in _ALLOWED_HEADERS}
 # A valid bcrypt hash of a random secret: compared against when the user is unknown.
 _DUMMY_HASH = bcrypt.hashpw(b"codebook-no-such-user", bcrypt.gensalt(rounds=10))
 _CACHE_MAX = 256
@@ -93,6 +109,7 @@ class WebConfig:
     path: str
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
     _cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -167,7 +184,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         elif key == "basic_auth_users":
             cfg.users = _users(value, err)
         elif key == "http_server_config":
-            _http(value, err)
+            cfg.headers = _http(value, err)
     if tls is not None:
         cfg.ssl_context = _ssl_context(p.parent, tls, tls_key, err)
     if problems:
@@ -222,15 +239,51 @@ def _users(node: yaml.Node, err: Err) -> dict[str, bytes]:
     return users
 
 
-def _http(node: yaml.Node, err: Err) -> None:
+def _http(node: yaml.Node, err: Err) -> tuple[tuple[str, str], ...]:
+    headers: tuple[tuple[str, str], ...] = ()
     for key_node, value in _scalar_map(node, "http_server_config", err):
         key = str(key_node.value)
         if key not in _HTTP_KEYS:
             err(key_node, f"http_server_config.{key}", "unknown key (known: headers, http2)")
         elif key == "headers":
-            err(key_node, "http_server_config.headers", "not supported by codebook")
+            headers = _headers(value, err)
         elif not (isinstance(value, yaml.ScalarNode) and value.value in ("true", "false")):
             err(value, "http_server_config.http2", "expected true or false")
+    return headers
+
+
+def _headers(node: yaml.Node, err: Err) -> tuple[tuple[str, str], ...]:
+    """``http_server_config.headers``, held to the exporter-toolkit's allow-list."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for key_node, value in _scalar_map(node, "http_server_config.headers", err):
+        name = str(key_node.value)
+        where = f"http_server_config.headers.{name}"
+        if name in seen:
+            err(key_node, where, "duplicate header")
+            continue
+        seen.add(name)
+        if name not in _ALLOWED_HEADERS:
+            canonical = _CANONICAL_HEADERS.get(name.lower())
+            hint = (
+                f" (did you mean {canonical!r}?)"
+                if canonical
+                else f" (allowed: {', '.join(sorted(_ALLOWED_HEADERS))})"
+            )
+            err(key_node, where, f"HTTP header {name!r} cannot be configured{hint}")
+            continue
+        if not isinstance(value, yaml.ScalarNode) or value.tag.endswith(":null"):
+            err(value, where, "expected a string")
+            continue
+        text = str(value.value)
+        allowed = _ALLOWED_HEADERS[name]
+        if allowed and text not in allowed:
+            err(value, where, f"{text!r} is not one of {', '.join(allowed)}")
+        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            err(value, where, "control characters (line breaks) are not allowed in a header")
+        else:
+            out.append((name, text))
+    return tuple(out)
 
 
 def _ssl_context(

@@ -155,8 +155,36 @@ HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
                 "VerifyClientCertIfGiven or RequireAndVerifyClientCert",
             ],
         ),
+        (
+            "http_server_config:\n  headers:\n    Content-Type: text/html\n"
+            "    x-frame-options: deny\n    X-Frame-Options: allow\n"
+            "    Content-Security-Policy: \"default-src 'self'\\r\\nSet-Cookie: a=b\"\n"
+            "    Server: codebook\n    X-XSS-Protection: [1]\n    X-Frame-Options: deny\n",
+            [
+                "{f}:3: http_server_config.headers.Content-Type: HTTP header 'Content-Type' "
+                "cannot be configured (allowed: Content-Security-Policy, "
+                "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, "
+                "X-XSS-Protection)",
+                "{f}:4: http_server_config.headers.x-frame-options: HTTP header "
+                "'x-frame-options' cannot be configured (did you mean 'X-Frame-Options'?)",
+                "{f}:5: http_server_config.headers.X-Frame-Options: 'allow' is not one of "
+                "deny, sameorigin",
+                "{f}:6: http_server_config.headers.Content-Security-Policy: control "
+                "characters (line breaks) are not allowed in a header",
+                "{f}:7: http_server_config.headers.Server: HTTP header 'Server' cannot be "
+                "configured (allowed: Content-Security-Policy, Strict-Transport-Security, "
+                "X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)",
+                "{f}:8: http_server_config.headers.X-XSS-Protection: expected a string",
+                "{f}:9: http_server_config.headers.X-Frame-Options: duplicate header",
+            ],
+        ),
+        (
+            "http_server_config:\n  headers: [X-Frame-Options]\n",
+            ["{f}:2: http_server_config.headers: expected a mapping"],
+        ),
     ],
-    ids=["auth-and-unknown-keys", "tls-files-and-auth-type"],
+    ids=["auth-and-unknown-keys", "tls-files-and-auth-type", "refused-headers",
+         "headers-not-a-map"],
 )
 def test_web_config_errors(tmp_path: Path, text: str, problems: list[str]) -> None:
     """Web config problems are all reported, each with file:line."""
@@ -164,6 +192,20 @@ def test_web_config_errors(tmp_path: Path, text: str, problems: list[str]) -> No
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
     assert list(info.value.problems) == [p.format(f=path) for p in problems]
+
+
+def test_web_config_headers_load(tmp_path: Path) -> None:
+    """Allowed headers load in file order, with their values as written."""
+    cfg = load_web_config(_write(
+        tmp_path,
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        "    Content-Security-Policy: \"default-src 'self'\"\n",
+        "w.yaml",
+    ))
+    assert cfg.headers == (
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", "default-src 'self'"),
+    )
 
 
 def test_basic_auth_checks_bcrypt(tmp_path: Path) -> None:
