@@ -6,10 +6,12 @@ shared intake (``otlp``), the optional upstream (``forwarder``) and ``/metrics``
 
 Process contract: once every listener is bound, one JSON line goes to stdout naming the bound
 addresses (``{"event": "listening", "grpc": "127.0.0.1:4317", ...}``; port 0 in the config
-picks free ports). SIGHUP reloads the mappings (a broken mapping keeps the running ones; the
-outcome is logged and counted). SIGTERM or SIGINT: ``/readyz`` turns 503, the receivers stop
-accepting and finish what they hold, the forwarder flushes, all within
-``shutdown_timeout_seconds``; then exit 0. Exit 1 on a configuration or mapping error.
+picks free ports). SIGHUP reloads the mappings and re-reads the web config file with the
+certificates, keys and users it names (new connections get the new ones); a broken mapping or
+web config keeps the running one, and each outcome is logged and counted. SIGTERM or SIGINT:
+``/readyz`` turns 503, the receivers stop accepting and finish what they hold, the forwarder
+flushes, all within ``shutdown_timeout_seconds``; then exit 0. Exit 1 on a configuration or
+mapping error.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
 from .reload import MappingWatcher
 from .server import MetricsServer, start_metrics_server
-from .webconfig import WebConfig, WebConfigError, load_web_config
+from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
 
 _log = logging.getLogger("exporter.serve")
 
@@ -111,7 +113,6 @@ class Sidecar:
 
     def __init__(self, cfg: Config, web: WebConfig | None = None) -> None:
         self.cfg = cfg
-        self.web = web
         self.metrics = CodebookMetrics(
             max_unmapped_codes_per_source=cfg.metrics.max_unmapped_codes_per_source,
             max_series=cfg.metrics.max_series,
@@ -149,6 +150,15 @@ class Sidecar:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        self.web_reloader: WebConfigReloader | None = None
+        if web is not None:
+            self.web_reloader = WebConfigReloader(web, self._apply_web)
+            self.registry.register(self.web_reloader)
+
+    @property
+    def web(self) -> WebConfig | None:
+        """The web config serving now (it changes on a successful reload)."""
+        return None if self.web_reloader is None else self.web_reloader.current
 
     def start(self) -> dict[str, str]:
         """Bind every listener and start serving; returns the bound addresses by name."""
@@ -215,9 +225,18 @@ class Sidecar:
             return 200, "text/plain; charset=utf-8", b"ready\n"
         return 503, "text/plain; charset=utf-8", b"not ready\n"
 
+    def _apply_web(self, web: WebConfig) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.reconfigure(
+                ssl_context=web.ssl_context, authenticate=_authenticator(web), headers=web.headers
+            )
+
     def reload(self) -> bool:
-        """Reload the mappings (SIGHUP); the old ones stay on failure."""
-        return self.enricher.reload()
+        """Reload the mappings and the web config (SIGHUP); each keeps the old on failure."""
+        ok = self.enricher.reload()
+        if self.web_reloader is not None:
+            ok = self.web_reloader.reload() and ok
+        return ok
 
     def stop(self) -> None:
         """Drain and stop everything within ``shutdown_timeout_seconds``."""

@@ -36,15 +36,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import yaml
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+_log = logging.getLogger(__name__)
 
 _TLS_KEYS = frozenset(
     (
@@ -110,6 +114,7 @@ class WebConfig:
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
     headers: tuple[tuple[str, str], ...] = ()
+    tls_line: int = field(default=1, repr=False)
     _cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -145,6 +150,85 @@ class WebConfig:
                     self._cache.clear()
                 self._cache[key] = True
         return ok
+
+
+class WebConfigReloader:
+    """The running web config of a server, reloaded from its file on demand (SIGHUP).
+
+    :meth:`reload` builds the new config completely, then hands it to ``apply`` (which swaps
+    it into the server) and makes it :attr:`current`. A file with problems, or one that adds
+    or removes ``tls_server_config`` (the scheme of ``/metrics`` would change: that takes a
+    restart), keeps the running config; its problems are logged once per distinct set and
+    the outcome is counted. Also a ``prometheus_client`` collector of
+    ``codebook_web_config_reloads_total{outcome}`` and
+    ``codebook_web_config_last_reload_successful`` (no ``_created`` series).
+    """
+
+    def __init__(self, running: WebConfig, apply: Callable[[WebConfig], None]) -> None:
+        self.current = running
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._outcomes = {"success": 0, "failure": 0}
+        self._last_ok = True
+        self._last_problems: tuple[str, ...] = ()
+
+    def reload(self) -> bool:
+        """Re-read the file; True when the new config now serves. Thread-safe; never raises."""
+        with self._lock:
+            path = self.current.path
+            try:
+                new = load_web_config(path)
+                had_tls = self.current.ssl_context is not None
+                if (new.ssl_context is not None) != had_tls:
+                    change = "removed" if had_tls else "added"
+                    line = 1 if had_tls else new.tls_line
+                    raise WebConfigError([
+                        f"{path}:{line}: tls_server_config: cannot be {change} by a reload "
+                        "(the scheme of /metrics would change); restart to apply"
+                    ])
+                self._apply(new)
+            except WebConfigError as exc:
+                self._record(False)
+                if exc.problems != self._last_problems:  # the same problems again: no new log
+                    self._last_problems = exc.problems
+                    _log.error(
+                        "codebook: web config reload failed; keeping the running one:\n%s",
+                        "\n".join(exc.problems),
+                    )
+                return False
+            except Exception:
+                self._record(False)
+                _log.exception("codebook: web config reload failed; keeping the running one")
+                return False
+            self.current = new
+            self._last_problems = ()
+            self._record(True)
+            _log.info("codebook: web config %s reloaded", path)
+            return True
+
+    def _record(self, success: bool) -> None:
+        self._outcomes["success" if success else "failure"] += 1
+        self._last_ok = success
+
+    def collect(self) -> Iterator[Metric]:
+        """The reload counters, for a ``prometheus_client`` registry."""
+        reloads = CounterMetricFamily(
+            "codebook_web_config_reloads",
+            "Web config file reloads (SIGHUP) by outcome.",
+            labels=["outcome"],
+        )
+        for outcome, n in self._outcomes.items():
+            reloads.add_metric([outcome], n)
+        yield reloads
+        yield GaugeMetricFamily(
+            "codebook_web_config_last_reload_successful",
+            "1 when the last web config reload succeeded (or none was tried), else 0.",
+            value=1.0 if self._last_ok else 0.0,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: collected on every scrape, not described up front."""
+        return []
 
 
 def _line(node: yaml.Node) -> int:
@@ -186,6 +270,7 @@ def load_web_config(path: str | Path) -> WebConfig:
         elif key == "http_server_config":
             cfg.headers = _http(value, err)
     if tls is not None:
+        cfg.tls_line = _line(tls_key)
         cfg.ssl_context = _ssl_context(p.parent, tls, tls_key, err)
     if problems:
         raise WebConfigError(problems)

@@ -224,3 +224,34 @@ def test_basic_auth_checks_bcrypt(tmp_path: Path) -> None:
     assert not cfg.authenticate(None)
     assert not cfg.authenticate("Basic !!!")
     assert not cfg.authenticate("Bearer x")
+
+
+def test_web_config_reload_refuses_to_add_tls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload may not turn TLS on; the problem names the tls_server_config line."""
+    from pki import make_pki
+
+    from exporter.webconfig import WebConfigReloader
+
+    pki = make_pki(tmp_path)
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n", "w.yaml")
+    applied: list[object] = []
+    reloader = WebConfigReloader(load_web_config(path), applied.append)
+    path.write_text(f"basic_auth_users:\n  alice: '{HASH}'\ntls_server_config:\n"
+                    f"  cert_file: {pki.server_crt}\n  key_file: {pki.server_key}\n")
+    assert not reloader.reload()
+    assert applied == []
+    assert (f"{path}:3: tls_server_config: cannot be added by a reload (the scheme of /metrics "
+            "would change); restart to apply") in caplog.text
+    path.write_text(f"basic_auth_users:\n  bob: '{HASH}'\n")
+    assert reloader.reload()
+    assert applied == [reloader.current]
+    assert set(reloader.current.users) == {"bob"}
+    samples = {(s.name, s.labels.get("outcome")): s.value
+               for m in reloader.collect() for s in m.samples}
+    assert samples == {
+        ("codebook_web_config_reloads_total", "success"): 1,
+        ("codebook_web_config_reloads_total", "failure"): 1,
+        ("codebook_web_config_last_reload_successful", None): 1,
+    }

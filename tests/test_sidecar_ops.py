@@ -139,3 +139,72 @@ def test_bad_web_config_refuses_to_start(tmp_path: Path) -> None:
     sidecar = SidecarProcess(tmp_path, args=("--web.config.file", str(web)))
     with pytest.raises(AssertionError, match="not a bcrypt hash"):
         sidecar.start()
+
+
+def _web_config(path: Path, pki: Pki, password: str, extra: str = "") -> None:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_crt}\n  key_file: {pki.server_key}\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n{extra}"
+    )
+
+
+def _reloads(sidecar: SidecarProcess, outcome: str) -> float:
+    return sidecar.value("codebook_web_config_reloads_total", outcome=outcome)
+
+
+def test_sighup_reloads_the_web_config(tmp_path: Path, pki: Pki) -> None:
+    """SIGHUP rotates the certificate and password; a broken file keeps them, logged and counted."""
+    rotated = make_pki(tmp_path, "rotated")
+    web = tmp_path / "web.yml"
+    _web_config(web, pki, "first")
+    with SidecarProcess(tmp_path, args=("--web.config.file", str(web))) as sidecar:
+        url = f"https://{sidecar.addresses['metrics']}/metrics"
+        old_ca = ssl.create_default_context(cafile=str(pki.ca))
+        new_ca = ssl.create_default_context(cafile=str(rotated.ca))
+        sidecar.tls, sidecar.auth = old_ca, "prometheus:first"
+        assert _reloads(sidecar, "success") == 0
+        assert _reloads(sidecar, "failure") == 0
+        assert sidecar.value("codebook_web_config_last_reload_successful") == 1
+
+        _web_config(web, rotated, "second")
+        sidecar.signal(signal.SIGHUP)
+        sidecar.tls, sidecar.auth = new_ca, "prometheus:second"
+
+        def rotated_in() -> bool:
+            try:
+                return _get(url, new_ca, "prometheus:second") == 200
+            except (ssl.SSLError, urllib.error.URLError):
+                return False  # still the old certificate
+
+        wait_for(rotated_in)
+        assert _reloads(sidecar, "success") == 1
+        with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+            _get(url, old_ca, "prometheus:first")  # the old certificate is gone
+        assert _get(url, new_ca, "prometheus:first") == 401  # and so is the old password
+
+        web.write_text(
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n"
+            "basic_auth_users:\n  prometheus: not-a-hash\n"
+        )
+        for _ in range(2):  # the same problems twice: counted twice, logged once
+            before = _reloads(sidecar, "failure")
+            sidecar.signal(signal.SIGHUP)
+            wait_for(lambda before=before: _reloads(sidecar, "failure") == before + 1)
+        assert sidecar.value("codebook_web_config_last_reload_successful") == 0
+        assert _get(url, new_ca, "prometheus:second") == 200  # the running config serves on
+        log = sidecar.log()
+        for problem in (
+            f"{web}:2: tls_server_config.cert_file: 'missing.crt': no such file",
+            f"{web}:3: tls_server_config.key_file: 'missing.key': no such file",
+            f"{web}:5: basic_auth_users.prometheus: not a bcrypt hash",
+        ):
+            assert log.count(problem) == 1, log
+
+        third = bcrypt.hashpw(b"third", bcrypt.gensalt(rounds=4)).decode()
+        web.write_text(f"basic_auth_users:\n  prometheus: '{third}'\n")  # and no TLS
+        sidecar.signal(signal.SIGHUP)
+        wait_for(lambda: _reloads(sidecar, "failure") == 3)
+        assert f"{web}:1: tls_server_config: cannot be removed by a reload" in sidecar.log()
+        assert _get(url, new_ca, "prometheus:second") == 200
+        assert sidecar.proc is not None and sidecar.proc.poll() is None
