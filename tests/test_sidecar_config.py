@@ -68,6 +68,47 @@ def test_config_errors_name_file_line_key(
     assert list(info.value.problems) == [p.format(f=path) for p in problems]
 
 
+FORWARD_TLS_CASES = [
+    # (id, forward settings, problems); {ca} is a real CA file, {bad} a file that is not PEM
+    ("ca-file-on-plain-grpc", {"endpoint": "collector:4317", "ca_file": "{ca}"},
+     ["config: forward.ca_file: set, but forward.endpoint 'collector:4317' is not TLS "
+      "(use 'https://collector:4317')"]),
+    ("ca-file-on-plain-http", {"endpoint": "http://collector:4318", "ca_file": "{ca}",
+                               "protocol": "http/protobuf"},
+     ["config: forward.ca_file: set, but forward.endpoint 'http://collector:4318' is not TLS "
+      "(use 'https://collector:4318')"]),
+    ("skip-verify-on-grpc", {"endpoint": "https://collector:4317",
+                             "insecure_skip_verify": "true"},
+     ["config: forward.insecure_skip_verify: not supported with protocol grpc (grpcio cannot "
+      "skip certificate verification); set forward.ca_file to the upstream's CA"]),
+    ("ca-file-not-pem", {"endpoint": "https://collector:4317", "ca_file": "{bad}"},
+     ["config: forward.ca_file: '{bad}': not a PEM CA bundle: [X509: "
+      "NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"]),
+    ("https-with-ca-file-is-fine", {"endpoint": "https://collector:4318", "ca_file": "{ca}",
+                                    "protocol": "http/protobuf", "insecure_skip_verify": "true"},
+     []),
+]
+
+
+@pytest.mark.parametrize(("forward", "problems"), [c[1:] for c in FORWARD_TLS_CASES],
+                         ids=[c[0] for c in FORWARD_TLS_CASES])
+def test_forward_tls_settings_that_would_not_apply_are_errors(
+    tmp_path: Path, forward: dict[str, str], problems: list[str]
+) -> None:
+    """ca_file and insecure_skip_verify never quietly fall back to plaintext or to nothing."""
+    from pki import make_pki
+
+    files = {"ca": str(make_pki(tmp_path).ca), "bad": str(_write(tmp_path, "x", "bad.pem"))}
+    overrides = {f"forward.{k}": v.format(**files) for k, v in forward.items()}
+    if not problems:
+        load_config(None, env={}, overrides=overrides)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={}, overrides=overrides)
+    got = [p.split(" (_ssl.c", 1)[0] for p in info.value.problems]
+    assert got == [p.format(**files) for p in problems]
+
+
 def test_precedence_file_env_flag(tmp_path: Path) -> None:
     """Defaults < file < CODEBOOK_* env < flags."""
     path = _write(tmp_path, "forward:\n  endpoint: a:1\n  timeout_seconds: 3\n")
