@@ -186,7 +186,7 @@ class _Server(WSGIServer):
             threading.Thread(
                 target=self._serve,
                 args=(request, client_address),
-                name="codebook-metrics-conn",
+                name=f"codebook-metrics-conn:{self.server_address[1]}",
                 daemon=True,
             ).start()
         except RuntimeError:  # no thread can be started now: drop this connection

@@ -115,7 +115,8 @@ def test_connection_limit_closes_the_excess_and_recovers(pki: Pki) -> None:
         for sock in excess:  # accepted in order, after the two that hold the slots
             assert _closed_by_server(sock) == b""
             sock.close()
-        serving = [t for t in threading.enumerate() if t.name == "codebook-metrics-conn"]
+        name = f"codebook-metrics-conn:{server.port}"
+        serving = [t for t in threading.enumerate() if t.name == name]
         assert len(serving) == 2
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             _get(server.url, _client_context(pki))
