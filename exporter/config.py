@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import ssl
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,8 @@ class MetricsConfig:
 
     endpoint: str = _opt(":9464")
     web_config_file: str = _opt("")
+    max_connections: int = _opt(32, minimum=1)
+    connection_timeout_seconds: float = _opt(10.0, minimum=0.001)
     max_unmapped_codes_per_source: int = _opt(50, minimum=0)
     max_series: int = _opt(10_000, minimum=1)
 
@@ -359,11 +362,34 @@ def _check(cfg: Config, problems: list[str]) -> None:
     ):
         if p and not Path(p).is_file():
             problems.append(f"config: {name}: {p!r}: no such file")
+    ca = cfg.forward.ca_file
+    if ca and Path(ca).is_file():
+        try:
+            ssl.create_default_context(cafile=ca)
+        except (ssl.SSLError, OSError) as exc:
+            problems.append(f"config: forward.ca_file: {ca!r}: not a PEM CA bundle: {exc}")
     fwd = cfg.forward.endpoint
     if fwd and cfg.forward.protocol == "http/protobuf" and not fwd.startswith(
         ("http://", "https://")
     ):
         problems.append(f"config: forward.endpoint: {fwd!r}: http/protobuf needs an http(s) URL")
+    # TLS settings that would not apply are errors, not silently plaintext.
+    tls = fwd.startswith(("https://", "grpcs://"))
+    for name, value in (
+        ("forward.ca_file", cfg.forward.ca_file),
+        ("forward.insecure_skip_verify", cfg.forward.insecure_skip_verify),
+    ):
+        if value and fwd and not tls:
+            host = fwd.split("://", 1)[-1]
+            problems.append(
+                f"config: {name}: set, but forward.endpoint {fwd!r} is not TLS "
+                f"(use 'https://{host}')"
+            )
+    if cfg.forward.insecure_skip_verify and cfg.forward.protocol == "grpc":
+        problems.append(
+            "config: forward.insecure_skip_verify: not supported with protocol grpc (grpcio "
+            "cannot skip certificate verification); set forward.ca_file to the upstream's CA"
+        )
 
 
 def dump(cfg: Config) -> str:

@@ -13,6 +13,12 @@ waiting what ``Retry-After`` or ``RetryInfo`` asks when given (capped), until
 ``max_elapsed_seconds``. Requests it gives up on are counted with ``reason="upstream_error"``;
 those still queued when :meth:`shutdown`'s deadline passes, with ``reason="shutdown"``.
 Nothing here raises into the receivers, and an unreachable upstream never stops the sidecar.
+
+TLS: an ``https://`` (or, for gRPC, ``grpcs://``) endpoint is verified against ``ca_file``
+(default: the system CAs); ``insecure_skip_verify`` turns verification off for OTLP/HTTP
+only (grpcio has no such switch; the config refuses the combination). A certificate that
+does not verify is a connection failure: retried like one, then dropped and counted, and the
+log line names the TLS error.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ _RETRYABLE_GRPC = frozenset(
     )
 )
 MAX_SERVER_DELAY_SECONDS = 60.0
+_MAX_DETAILS_CHARS = 300
 
 
 class _Retry(Exception):
@@ -207,13 +214,17 @@ class _GrpcUpstream:
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else grpc.StatusCode.UNKNOWN
             delay = None
+            why = f"gRPC {code.name}"
             if isinstance(exc, grpc.Call):
                 delay = grpc_retry_delay(exc.trailing_metadata())
+                # The details say why (a TLS handshake failure, say); they go to the log only.
+                details = str(exc.details() or "")[:_MAX_DETAILS_CHARS]
+                why = f"{why}: {details}" if details else why
             if code in _RETRYABLE_GRPC or (
                 code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None
             ):
-                raise _Retry(f"gRPC {code.name}", delay) from exc
-            raise _Permanent(f"gRPC {code.name}") from exc
+                raise _Retry(why, delay) from exc
+            raise _Permanent(why) from exc
 
     def close(self) -> None:
         self._channel.close()

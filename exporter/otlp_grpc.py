@@ -1,10 +1,22 @@
 """The OTLP/gRPC receiver: the trace, metrics and logs ``Export`` services on grpcio.
 
 Bounds: ``max_workers`` handler threads; ``max_concurrent_rpcs`` RPCs admitted at once (past
-it grpcio answers RESOURCE_EXHAUSTED itself); ``max_request_bytes`` per message, checked by
-grpcio after decompression (gzip bombs stop there, RESOURCE_EXHAUSTED). When more than
-``max_pending_requests`` admitted RPCs wait for a handler thread, new ones are shed with
-UNAVAILABLE and a ``RetryInfo`` (retryable per the OTLP spec) and counted as ``overloaded``.
+it grpcio answers RESOURCE_EXHAUSTED itself). When more than ``max_pending_requests`` admitted
+RPCs wait for a handler thread, new ones are shed with UNAVAILABLE and a ``RetryInfo``
+(retryable per the OTLP spec) and counted as ``overloaded``.
+
+Size: ``max_request_bytes`` bounds a message after decompression, in two steps. grpcio
+itself is given a hard cap of twice the limit (``grpc.max_receive_message_length``): it
+refuses a larger message from its length prefix before buffering it, and stops inflating a
+compressed one once it passes the cap, so neither a huge body nor a gzip bomb costs more than
+the cap. A message that fits the cap reaches the handler as raw bytes, and one over
+``max_request_bytes`` is refused there with RESOURCE_EXHAUSTED (no ``RetryInfo``: retrying
+cannot help) and counted as ``too_large``, before it is parsed. Why twice: a request at the
+limit is parsed, enriched and re-serialized, which takes several times its size, while an
+oversized one is only held as bytes and dropped, so the cap adds nothing to the worst case
+per RPC. grpcio does not tell the application about the messages it refuses, so those past
+the cap (more than twice the limit, or inflating past it) are answered RESOURCE_EXHAUSTED by
+grpcio and are not counted.
 
 Requests are parsed by the handler (not by grpcio) so a malformed message is answered with
 INVALID_ARGUMENT and counted. Handlers run on the server's thread pool and never raise
@@ -26,6 +38,9 @@ from google.rpc import error_details_pb2, status_pb2
 from .otlp import MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
+
+# grpcio keeps message lengths in a C int.
+_MAX_GRPC_MESSAGE_BYTES = (1 << 31) - 1
 
 SERVICES = {
     "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -91,6 +106,8 @@ class OtlpGrpcReceiver:
         self.intake = intake
         self.metrics = intake.enricher.metrics
         self.max_pending_requests = max_pending_requests
+        self.max_request_bytes = max_request_bytes
+        self.hard_cap_bytes = min(2 * max_request_bytes, _MAX_GRPC_MESSAGE_BYTES)
         self._executor = _CountingExecutor(max(1, max_workers))
         self._trailer = _retry_trailer(retry_after_seconds)
         self._logged = False
@@ -98,7 +115,7 @@ class OtlpGrpcReceiver:
             self._executor,
             maximum_concurrent_rpcs=max(1, max_concurrent_rpcs),
             options=[
-                ("grpc.max_receive_message_length", max_request_bytes),
+                ("grpc.max_receive_message_length", self.hard_cap_bytes),
                 ("grpc.max_send_message_length", 1 << 20),
                 ("grpc.so_reuseport", 0),
             ],
@@ -117,6 +134,12 @@ class OtlpGrpcReceiver:
     def _handler(self, signal: str) -> Callable[[bytes, grpc.ServicerContext], bytes]:
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            if len(raw) > self.max_request_bytes:
+                self.metrics.telemetry_rejected(signal, "grpc", "too_large")
+                context.abort(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"request of {len(raw)} bytes exceeds {self.max_request_bytes} bytes",
+                )
             if self._executor.waiting > self.max_pending_requests:
                 self.metrics.telemetry_rejected(signal, "grpc", "overloaded")
                 context.set_trailing_metadata(self._trailer)

@@ -6,10 +6,12 @@ shared intake (``otlp``), the optional upstream (``forwarder``) and ``/metrics``
 
 Process contract: once every listener is bound, one JSON line goes to stdout naming the bound
 addresses (``{"event": "listening", "grpc": "127.0.0.1:4317", ...}``; port 0 in the config
-picks free ports). SIGHUP reloads the mappings (a broken mapping keeps the running ones; the
-outcome is logged and counted). SIGTERM or SIGINT: ``/readyz`` turns 503, the receivers stop
-accepting and finish what they hold, the forwarder flushes, all within
-``shutdown_timeout_seconds``; then exit 0. Exit 1 on a configuration or mapping error.
+picks free ports). SIGHUP reloads the mappings and re-reads the web config file with the
+certificates, keys and users it names (new connections get the new ones); a broken mapping or
+web config keeps the running one, and each outcome is logged and counted. SIGTERM or SIGINT:
+``/readyz`` turns 503, the receivers stop accepting and finish what they hold, the forwarder
+flushes, all within ``shutdown_timeout_seconds``; then exit 0. Exit 1 on a configuration or
+mapping error.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
 from .reload import MappingWatcher
 from .server import MetricsServer, start_metrics_server
-from .webconfig import WebConfig, WebConfigError, load_web_config
+from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
 
 _log = logging.getLogger("exporter.serve")
 
@@ -107,9 +109,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str]:
 class Sidecar:
     """Every running part of the sidecar; ``start()`` binds and serves, ``stop()`` drains."""
 
+    PROBES = ("/healthz", "/readyz")
+
     def __init__(self, cfg: Config, web: WebConfig | None = None) -> None:
         self.cfg = cfg
-        self.web = web
         self.metrics = CodebookMetrics(
             max_unmapped_codes_per_source=cfg.metrics.max_unmapped_codes_per_source,
             max_series=cfg.metrics.max_series,
@@ -147,6 +150,15 @@ class Sidecar:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        self.web_reloader: WebConfigReloader | None = None
+        if web is not None:
+            self.web_reloader = WebConfigReloader(web, self._apply_web)
+            self.registry.register(self.web_reloader)
+
+    @property
+    def web(self) -> WebConfig | None:
+        """The web config serving now (it changes on a successful reload)."""
+        return None if self.web_reloader is None else self.web_reloader.current
 
     def start(self) -> dict[str, str]:
         """Bind every listener and start serving; returns the bound addresses by name."""
@@ -186,8 +198,12 @@ class Sidecar:
             host,
             registry=self.registry,
             routes={"/healthz": self._healthz, "/readyz": self._readyz},
-            authenticate=web.authenticate if web is not None and web.requires_auth else None,
+            authenticate=_authenticator(web),
+            auth_excluded_paths=self.PROBES,  # kubelet probes cannot send credentials
+            headers=web.headers if web is not None else (),
             ssl_context=web.ssl_context if web is not None else None,
+            max_connections=self.cfg.metrics.max_connections,
+            timeout_seconds=self.cfg.metrics.connection_timeout_seconds,
         )
         if self.cfg.mappings.watch_interval_seconds > 0:
             self.watcher = MappingWatcher(
@@ -209,9 +225,18 @@ class Sidecar:
             return 200, "text/plain; charset=utf-8", b"ready\n"
         return 503, "text/plain; charset=utf-8", b"not ready\n"
 
+    def _apply_web(self, web: WebConfig) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.reconfigure(
+                ssl_context=web.ssl_context, authenticate=_authenticator(web), headers=web.headers
+            )
+
     def reload(self) -> bool:
-        """Reload the mappings (SIGHUP); the old ones stay on failure."""
-        return self.enricher.reload()
+        """Reload the mappings and the web config (SIGHUP); each keeps the old on failure."""
+        ok = self.enricher.reload()
+        if self.web_reloader is not None:
+            ok = self.web_reloader.reload() and ok
+        return ok
 
     def stop(self) -> None:
         """Drain and stop everything within ``shutdown_timeout_seconds``."""
@@ -235,6 +260,10 @@ class Sidecar:
             self.forwarder.shutdown(left())
         if self.metrics_server is not None:
             self.metrics_server.close()
+
+
+def _authenticator(web: WebConfig | None) -> Callable[[str | None], bool] | None:
+    return web.authenticate if web is not None and web.requires_auth else None
 
 
 def _fmt(host: str) -> str:

@@ -1,22 +1,34 @@
-"""Serving ``/metrics``: a WSGI app, and a small threaded HTTP server around it.
+"""Serving ``/metrics``: a WSGI app, and a small threaded HTTP(S) server around it.
 
 The exposition is :meth:`CodebookMetrics.render` (pre-rendered series, no ``_created``),
 followed by any ``prometheus_client`` registry you pass (process metrics, your own).
+
+Connections (:func:`start_metrics_server`): the accept thread only accepts. Each connection
+is served on a thread of its own, at most ``max_connections`` at once; past that, new
+connections are closed as soon as they are accepted, so a flood of idle connections cannot
+exhaust threads or file descriptors. With TLS the handshake runs on the connection's thread,
+not in the accept loop, and every socket operation of a connection (the handshake, reading
+the request, writing the response) times out after ``timeout_seconds``. A client that
+connects and sends nothing, or speaks plaintext to the TLS port, holds one slot until its
+handshake fails or times out, and never delays another scrape.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
+import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from socketserver import ThreadingMixIn
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import CollectorRegistry, generate_latest
 
 from .metrics import CodebookMetrics
+
+_log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -38,27 +50,43 @@ def make_wsgi_app(
     *,
     routes: Mapping[str, Route] | None = None,
     authenticate: Callable[[str | None], bool] | None = None,
+    auth_excluded_paths: Collection[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
 ) -> WsgiApp:
     """A WSGI app serving ``/metrics`` (any path not in ``routes``), for mounting anywhere.
 
     ``authenticate`` receives the Authorization header (or None) and returns whether to
-    serve; ``routes`` adds paths such as ``/healthz``.
+    serve; requests for ``auth_excluded_paths`` (health probes) skip it. ``routes`` adds
+    paths such as ``/healthz``. ``headers`` are added to every response, refusals included.
+    Called on the server's connection threads; never raises.
     """
     extra = dict(routes or {})
+    excluded = frozenset(auth_excluded_paths)
+    added = list(headers)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        if authenticate is not None and not authenticate(environ.get("HTTP_AUTHORIZATION")):
+        path = environ.get("PATH_INFO", "/")
+        if (
+            authenticate is not None
+            and path not in excluded
+            and not authenticate(environ.get("HTTP_AUTHORIZATION"))
+        ):
             start_response(
                 "401 Unauthorized",
-                [("Content-Type", "text/plain"), ("WWW-Authenticate", 'Basic realm="codebook"')],
+                [
+                    ("Content-Type", "text/plain"),
+                    ("WWW-Authenticate", 'Basic realm="codebook"'),
+                    *added,
+                ],
             )
             return [b"Unauthorized\n"]
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             start_response(
-                "405 Method Not Allowed", [("Allow", "GET, HEAD"), ("Content-Type", "text/plain")]
+                "405 Method Not Allowed",
+                [("Allow", "GET, HEAD"), ("Content-Type", "text/plain"), *added],
             )
             return [b"Method Not Allowed\n"]
-        route = extra.get(environ.get("PATH_INFO", "/"))
+        route = extra.get(path)
         if route is not None:
             code, ctype, body = route()
         else:
@@ -66,12 +94,13 @@ def make_wsgi_app(
             if registry is not None:
                 body += generate_latest(registry)
             code, ctype = 200, CodebookMetrics.CONTENT_TYPE
-        headers = [("Content-Type", ctype)]
+        response_headers = [("Content-Type", ctype)]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "") and len(body) > 1024:
             body = gzip.compress(body, compresslevel=1)
-            headers.append(("Content-Encoding", "gzip"))
-        headers.append(("Content-Length", str(len(body))))
-        start_response(f"{code} {_REASONS.get(code, 'OK')}", headers)
+            response_headers.append(("Content-Encoding", "gzip"))
+        response_headers.append(("Content-Length", str(len(body))))
+        response_headers.extend(added)
+        start_response(f"{code} {_REASONS.get(code, 'OK')}", response_headers)
         return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else body]
 
     return app
@@ -115,27 +144,112 @@ def make_asgi_app(metrics: CodebookMetrics, registry: CollectorRegistry | None =
     return app
 
 
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Scrapes are not worth a log line each."""
 
 
+class _Server(WSGIServer):
+    """wsgiref's server with bounded per-connection threads and per-connection TLS."""
+
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+        timeout_seconds: float,
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        # Read once per connection, so a reload (MetricsServer.reconfigure) applies to the
+        # connections accepted after it.
+        self.ssl_context = ssl_context
+        self.timeout_seconds = timeout_seconds
+        self._slots = threading.BoundedSemaphore(max(1, max_connections))
+        self._refused_logged = False
+        super().__init__(address, _QuietHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """On the accept thread: hand the connection to a thread of its own, or close it."""
+        if not self._slots.acquire(blocking=False):
+            if not self._refused_logged:
+                self._refused_logged = True
+                _log.warning(
+                    "codebook: /metrics server at its connection limit; closing new connections"
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            threading.Thread(
+                target=self._serve,
+                args=(request, client_address),
+                name=f"codebook-metrics-conn:{self.server_address[1]}",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # no thread can be started now: drop this connection
+            self._slots.release()
+            self.shutdown_request(request)
+
+    def _serve(self, sock: socket.socket, client_address: Any) -> None:
+        """On the connection's thread: the TLS handshake, then one request; never raises."""
+        conn = sock
+        try:
+            sock.settimeout(self.timeout_seconds)
+            ctx = self.ssl_context
+            if ctx is not None:
+                conn = ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                conn.do_handshake()
+            self.finish_request(conn, client_address)
+        except OSError as exc:  # TLS failures, timeouts, resets: the client's, not ours
+            _log.debug("codebook: /metrics connection from %s: %s", client_address, exc)
+        except Exception:
+            _log.debug("codebook: /metrics connection from %s failed", client_address,
+                       exc_info=True)
+        finally:
+            self.shutdown_request(conn)
+            self._slots.release()
+
+
 class MetricsServer:
     """A running metrics HTTP server; ``close()`` stops it."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread, tls: bool) -> None:
+    def __init__(
+        self,
+        server: _Server,
+        thread: threading.Thread,
+        build_app: Callable[..., WsgiApp],
+    ) -> None:
         self._server = server
         self._thread = thread
+        self._build_app = build_app
+        self.tls = server.ssl_context is not None
         self.host = str(server.server_address[0])
         self.port = int(server.server_address[1])
-        scheme = "https" if tls else "http"
+        scheme = "https" if self.tls else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         self.url = f"{scheme}://{host}:{self.port}/metrics"
+
+    def reconfigure(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        authenticate: Callable[[str | None], bool] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Swap the TLS context, the authentication and the added headers, whole.
+
+        Connections accepted afterwards use the new ones; requests in flight finish with the
+        old. TLS cannot be turned on or off (the URL's scheme would change): raises
+        ValueError when ``ssl_context`` is None on a TLS server or set on a plain one.
+        """
+        if (ssl_context is not None) != self.tls:
+            raise ValueError("a running metrics server cannot switch between HTTP and HTTPS")
+        app = self._build_app(authenticate=authenticate, headers=headers)
+        self._server.set_app(app)
+        self._server.ssl_context = ssl_context
 
     def close(self) -> None:
         """Stop serving and release the port."""
@@ -152,21 +266,40 @@ def start_metrics_server(
     registry: CollectorRegistry | None = None,
     routes: Mapping[str, Route] | None = None,
     authenticate: Callable[[str | None], bool] | None = None,
+    auth_excluded_paths: Collection[str] = (),
+    headers: Sequence[tuple[str, str]] = (),
     ssl_context: ssl.SSLContext | None = None,
+    max_connections: int = 32,
+    timeout_seconds: float = 10.0,
 ) -> MetricsServer:
-    """Serve ``/metrics`` on ``addr:port`` from a daemon thread (port 0 picks a free one)."""
-    app = make_wsgi_app(metrics, registry, routes=routes, authenticate=authenticate)
-    server_class = _ThreadingServer
-    if ":" in addr:
-        import socket
+    """Serve ``/metrics`` on ``addr:port`` from a daemon thread (port 0 picks a free one).
 
-        class _V6(_ThreadingServer):
-            address_family = socket.AF_INET6
+    See :func:`make_wsgi_app` for ``routes``, ``authenticate``, ``auth_excluded_paths`` and
+    ``headers``, and the module docstring for ``max_connections`` and ``timeout_seconds``.
+    Binds before returning (raises OSError when the address is taken).
+    """
 
-        server_class = _V6
-    httpd = make_server(addr, port, app, server_class=server_class, handler_class=_QuietHandler)
-    if ssl_context is not None:
-        httpd.socket = ssl_context.wrap_socket(httpd.socket, server_side=True)
+    def build_app(
+        *,
+        authenticate: Callable[[str | None], bool] | None,
+        headers: Sequence[tuple[str, str]],
+    ) -> WsgiApp:
+        return make_wsgi_app(
+            metrics,
+            registry,
+            routes=routes,
+            authenticate=authenticate,
+            auth_excluded_paths=auth_excluded_paths,
+            headers=headers,
+        )
+
+    httpd = _Server(
+        (addr, port),
+        ssl_context=ssl_context,
+        max_connections=max_connections,
+        timeout_seconds=timeout_seconds,
+    )
+    httpd.set_app(build_app(authenticate=authenticate, headers=headers))
     thread = threading.Thread(target=httpd.serve_forever, name="codebook-metrics", daemon=True)
     thread.start()
-    return MetricsServer(httpd, thread, ssl_context is not None)
+    return MetricsServer(httpd, thread, build_app)

@@ -13,9 +13,15 @@ unchanged::
       prometheus: $2y$10$...         # bcrypt hash
     http_server_config:
       http2: false
+      headers:                       # added to every response
+        X-Content-Type-Options: nosniff
 
 Strict: unknown keys, unknown enum values, missing files and malformed hashes are errors,
-all reported in one pass as ``file:line: key: message`` (:class:`WebConfigError`). Toolkit
+all reported in one pass as ``file:line: key: message`` (:class:`WebConfigError`). As in the
+toolkit, ``headers`` may only set ``Strict-Transport-Security``, ``X-Content-Type-Options``
+(``nosniff``), ``X-Frame-Options`` (``deny`` or ``sameorigin``), ``X-XSS-Protection`` and
+``Content-Security-Policy``, so no configuration can override ``Content-Type``,
+``Content-Length``, ``Content-Encoding``, ``WWW-Authenticate`` and the like. Toolkit
 options Python's TLS cannot honour (``cipher_suites``, ``curve_preferences``,
 ``client_allowed_sans``, ``RequestClientCert`` and ``RequireAnyClientCert``, which accept
 unverified client certificates) are refused rather than silently ignored.
@@ -30,15 +36,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import bcrypt
 import yaml
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+_log = logging.getLogger(__name__)
 
 _TLS_KEYS = frozenset(
     (
@@ -73,6 +83,16 @@ _TLS_VERSIONS = {
 }
 _TOP_KEYS = frozenset(("tls_server_config", "basic_auth_users", "http_server_config"))
 _HTTP_KEYS = frozenset(("http2", "headers"))
+# The exporter-toolkit's extraHTTPHeaders (web/handler.go): only these response headers may be
+# configured, some only with the listed values; names are matched exactly, as there.
+_ALLOWED_HEADERS: dict[str, tuple[str, ...]] = {
+    "Strict-Transport-Security": (),
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": (),
+    "Content-Security-Policy": (),
+}
+_CANONICAL_HEADERS = {name.lower(): name for name in _ALLOWED_HEADERS}
 # A valid bcrypt hash of a random secret: compared against when the user is unknown.
 _DUMMY_HASH = bcrypt.hashpw(b"codebook-no-such-user", bcrypt.gensalt(rounds=10))
 _CACHE_MAX = 256
@@ -93,6 +113,8 @@ class WebConfig:
     path: str
     ssl_context: ssl.SSLContext | None = None
     users: dict[str, bytes] = field(default_factory=dict)
+    headers: tuple[tuple[str, str], ...] = ()
+    tls_line: int = field(default=1, repr=False)
     _cache: dict[bytes, bool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -128,6 +150,85 @@ class WebConfig:
                     self._cache.clear()
                 self._cache[key] = True
         return ok
+
+
+class WebConfigReloader:
+    """The running web config of a server, reloaded from its file on demand (SIGHUP).
+
+    :meth:`reload` builds the new config completely, then hands it to ``apply`` (which swaps
+    it into the server) and makes it :attr:`current`. A file with problems, or one that adds
+    or removes ``tls_server_config`` (the scheme of ``/metrics`` would change: that takes a
+    restart), keeps the running config; its problems are logged once per distinct set and
+    the outcome is counted. Also a ``prometheus_client`` collector of
+    ``codebook_web_config_reloads_total{outcome}`` and
+    ``codebook_web_config_last_reload_successful`` (no ``_created`` series).
+    """
+
+    def __init__(self, running: WebConfig, apply: Callable[[WebConfig], None]) -> None:
+        self.current = running
+        self._apply = apply
+        self._lock = threading.Lock()
+        self._outcomes = {"success": 0, "failure": 0}
+        self._last_ok = True
+        self._last_problems: tuple[str, ...] = ()
+
+    def reload(self) -> bool:
+        """Re-read the file; True when the new config now serves. Thread-safe; never raises."""
+        with self._lock:
+            path = self.current.path
+            try:
+                new = load_web_config(path)
+                had_tls = self.current.ssl_context is not None
+                if (new.ssl_context is not None) != had_tls:
+                    change = "removed" if had_tls else "added"
+                    line = 1 if had_tls else new.tls_line
+                    raise WebConfigError([
+                        f"{path}:{line}: tls_server_config: cannot be {change} by a reload "
+                        "(the scheme of /metrics would change); restart to apply"
+                    ])
+                self._apply(new)
+            except WebConfigError as exc:
+                self._record(False)
+                if exc.problems != self._last_problems:  # the same problems again: no new log
+                    self._last_problems = exc.problems
+                    _log.error(
+                        "codebook: web config reload failed; keeping the running one:\n%s",
+                        "\n".join(exc.problems),
+                    )
+                return False
+            except Exception:
+                self._record(False)
+                _log.exception("codebook: web config reload failed; keeping the running one")
+                return False
+            self.current = new
+            self._last_problems = ()
+            self._record(True)
+            _log.info("codebook: web config %s reloaded", path)
+            return True
+
+    def _record(self, success: bool) -> None:
+        self._outcomes["success" if success else "failure"] += 1
+        self._last_ok = success
+
+    def collect(self) -> Iterator[Metric]:
+        """The reload counters, for a ``prometheus_client`` registry."""
+        reloads = CounterMetricFamily(
+            "codebook_web_config_reloads",
+            "Web config file reloads (SIGHUP) by outcome.",
+            labels=["outcome"],
+        )
+        for outcome, n in self._outcomes.items():
+            reloads.add_metric([outcome], n)
+        yield reloads
+        yield GaugeMetricFamily(
+            "codebook_web_config_last_reload_successful",
+            "1 when the last web config reload succeeded (or none was tried), else 0.",
+            value=1.0 if self._last_ok else 0.0,
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        """Nothing: collected on every scrape, not described up front."""
+        return []
 
 
 def _line(node: yaml.Node) -> int:
@@ -167,8 +268,9 @@ def load_web_config(path: str | Path) -> WebConfig:
         elif key == "basic_auth_users":
             cfg.users = _users(value, err)
         elif key == "http_server_config":
-            _http(value, err)
+            cfg.headers = _http(value, err)
     if tls is not None:
+        cfg.tls_line = _line(tls_key)
         cfg.ssl_context = _ssl_context(p.parent, tls, tls_key, err)
     if problems:
         raise WebConfigError(problems)
@@ -222,15 +324,51 @@ def _users(node: yaml.Node, err: Err) -> dict[str, bytes]:
     return users
 
 
-def _http(node: yaml.Node, err: Err) -> None:
+def _http(node: yaml.Node, err: Err) -> tuple[tuple[str, str], ...]:
+    headers: tuple[tuple[str, str], ...] = ()
     for key_node, value in _scalar_map(node, "http_server_config", err):
         key = str(key_node.value)
         if key not in _HTTP_KEYS:
             err(key_node, f"http_server_config.{key}", "unknown key (known: headers, http2)")
         elif key == "headers":
-            err(key_node, "http_server_config.headers", "not supported by codebook")
+            headers = _headers(value, err)
         elif not (isinstance(value, yaml.ScalarNode) and value.value in ("true", "false")):
             err(value, "http_server_config.http2", "expected true or false")
+    return headers
+
+
+def _headers(node: yaml.Node, err: Err) -> tuple[tuple[str, str], ...]:
+    """``http_server_config.headers``, held to the exporter-toolkit's allow-list."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for key_node, value in _scalar_map(node, "http_server_config.headers", err):
+        name = str(key_node.value)
+        where = f"http_server_config.headers.{name}"
+        if name in seen:
+            err(key_node, where, "duplicate header")
+            continue
+        seen.add(name)
+        if name not in _ALLOWED_HEADERS:
+            canonical = _CANONICAL_HEADERS.get(name.lower())
+            hint = (
+                f" (did you mean {canonical!r}?)"
+                if canonical
+                else f" (allowed: {', '.join(sorted(_ALLOWED_HEADERS))})"
+            )
+            err(key_node, where, f"HTTP header {name!r} cannot be configured{hint}")
+            continue
+        if not isinstance(value, yaml.ScalarNode) or value.tag.endswith(":null"):
+            err(value, where, "expected a string")
+            continue
+        text = str(value.value)
+        allowed = _ALLOWED_HEADERS[name]
+        if allowed and text not in allowed:
+            err(value, where, f"{text!r} is not one of {', '.join(allowed)}")
+        elif any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            err(value, where, "control characters (line breaks) are not allowed in a header")
+        else:
+            out.append((name, text))
+    return tuple(out)
 
 
 def _ssl_context(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import selectors
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -54,7 +56,11 @@ def wait_for(check: Callable[[], Any], timeout: float = 10.0, interval: float = 
 
 
 class SidecarProcess:
-    """A ``python -m exporter serve`` child; use as a context manager."""
+    """A ``python -m exporter serve`` child; use as a context manager.
+
+    Set ``tls`` (a client SSL context) and ``auth`` (``user:password``) when /metrics is behind
+    a web config; :meth:`get` and the scrape helpers use them.
+    """
 
     def __init__(
         self,
@@ -71,6 +77,8 @@ class SidecarProcess:
         self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.addresses: dict[str, str] = {}
+        self.tls: ssl.SSLContext | None = None
+        self.auth: str | None = None
 
     def __enter__(self) -> SidecarProcess:
         self.start()
@@ -125,9 +133,13 @@ class SidecarProcess:
         return f"http://{self.addresses['metrics']}/metrics"
 
     def get(self, path: str) -> tuple[int, bytes]:
-        url = f"http://{self.addresses['metrics']}{path}"
+        scheme = "http" if self.tls is None else "https"
+        req = urllib.request.Request(f"{scheme}://{self.addresses['metrics']}{path}")
+        if self.auth is not None:
+            token = base64.b64encode(self.auth.encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self.tls) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()

@@ -68,6 +68,47 @@ def test_config_errors_name_file_line_key(
     assert list(info.value.problems) == [p.format(f=path) for p in problems]
 
 
+FORWARD_TLS_CASES = [
+    # (id, forward settings, problems); {ca} is a real CA file, {bad} a file that is not PEM
+    ("ca-file-on-plain-grpc", {"endpoint": "collector:4317", "ca_file": "{ca}"},
+     ["config: forward.ca_file: set, but forward.endpoint 'collector:4317' is not TLS "
+      "(use 'https://collector:4317')"]),
+    ("ca-file-on-plain-http", {"endpoint": "http://collector:4318", "ca_file": "{ca}",
+                               "protocol": "http/protobuf"},
+     ["config: forward.ca_file: set, but forward.endpoint 'http://collector:4318' is not TLS "
+      "(use 'https://collector:4318')"]),
+    ("skip-verify-on-grpc", {"endpoint": "https://collector:4317",
+                             "insecure_skip_verify": "true"},
+     ["config: forward.insecure_skip_verify: not supported with protocol grpc (grpcio cannot "
+      "skip certificate verification); set forward.ca_file to the upstream's CA"]),
+    ("ca-file-not-pem", {"endpoint": "https://collector:4317", "ca_file": "{bad}"},
+     ["config: forward.ca_file: '{bad}': not a PEM CA bundle: [X509: "
+      "NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"]),
+    ("https-with-ca-file-is-fine", {"endpoint": "https://collector:4318", "ca_file": "{ca}",
+                                    "protocol": "http/protobuf", "insecure_skip_verify": "true"},
+     []),
+]
+
+
+@pytest.mark.parametrize(("forward", "problems"), [c[1:] for c in FORWARD_TLS_CASES],
+                         ids=[c[0] for c in FORWARD_TLS_CASES])
+def test_forward_tls_settings_that_would_not_apply_are_errors(
+    tmp_path: Path, forward: dict[str, str], problems: list[str]
+) -> None:
+    """ca_file and insecure_skip_verify never quietly fall back to plaintext or to nothing."""
+    from pki import make_pki
+
+    files = {"ca": str(make_pki(tmp_path).ca), "bad": str(_write(tmp_path, "x", "bad.pem"))}
+    overrides = {f"forward.{k}": v.format(**files) for k, v in forward.items()}
+    if not problems:
+        load_config(None, env={}, overrides=overrides)
+        return
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={}, overrides=overrides)
+    got = [p.split(" (_ssl.c", 1)[0] for p in info.value.problems]
+    assert got == [p.format(**files) for p in problems]
+
+
 def test_precedence_file_env_flag(tmp_path: Path) -> None:
     """Defaults < file < CODEBOOK_* env < flags."""
     path = _write(tmp_path, "forward:\n  endpoint: a:1\n  timeout_seconds: 3\n")
@@ -155,8 +196,36 @@ HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
                 "VerifyClientCertIfGiven or RequireAndVerifyClientCert",
             ],
         ),
+        (
+            "http_server_config:\n  headers:\n    Content-Type: text/html\n"
+            "    x-frame-options: deny\n    X-Frame-Options: allow\n"
+            "    Content-Security-Policy: \"default-src 'self'\\r\\nSet-Cookie: a=b\"\n"
+            "    Server: codebook\n    X-XSS-Protection: [1]\n    X-Frame-Options: deny\n",
+            [
+                "{f}:3: http_server_config.headers.Content-Type: HTTP header 'Content-Type' "
+                "cannot be configured (allowed: Content-Security-Policy, "
+                "Strict-Transport-Security, X-Content-Type-Options, X-Frame-Options, "
+                "X-XSS-Protection)",
+                "{f}:4: http_server_config.headers.x-frame-options: HTTP header "
+                "'x-frame-options' cannot be configured (did you mean 'X-Frame-Options'?)",
+                "{f}:5: http_server_config.headers.X-Frame-Options: 'allow' is not one of "
+                "deny, sameorigin",
+                "{f}:6: http_server_config.headers.Content-Security-Policy: control "
+                "characters (line breaks) are not allowed in a header",
+                "{f}:7: http_server_config.headers.Server: HTTP header 'Server' cannot be "
+                "configured (allowed: Content-Security-Policy, Strict-Transport-Security, "
+                "X-Content-Type-Options, X-Frame-Options, X-XSS-Protection)",
+                "{f}:8: http_server_config.headers.X-XSS-Protection: expected a string",
+                "{f}:9: http_server_config.headers.X-Frame-Options: duplicate header",
+            ],
+        ),
+        (
+            "http_server_config:\n  headers: [X-Frame-Options]\n",
+            ["{f}:2: http_server_config.headers: expected a mapping"],
+        ),
     ],
-    ids=["auth-and-unknown-keys", "tls-files-and-auth-type"],
+    ids=["auth-and-unknown-keys", "tls-files-and-auth-type", "refused-headers",
+         "headers-not-a-map"],
 )
 def test_web_config_errors(tmp_path: Path, text: str, problems: list[str]) -> None:
     """Web config problems are all reported, each with file:line."""
@@ -164,6 +233,20 @@ def test_web_config_errors(tmp_path: Path, text: str, problems: list[str]) -> No
     with pytest.raises(WebConfigError) as info:
         load_web_config(path)
     assert list(info.value.problems) == [p.format(f=path) for p in problems]
+
+
+def test_web_config_headers_load(tmp_path: Path) -> None:
+    """Allowed headers load in file order, with their values as written."""
+    cfg = load_web_config(_write(
+        tmp_path,
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
+        "    Content-Security-Policy: \"default-src 'self'\"\n",
+        "w.yaml",
+    ))
+    assert cfg.headers == (
+        ("X-Content-Type-Options", "nosniff"),
+        ("Content-Security-Policy", "default-src 'self'"),
+    )
 
 
 def test_basic_auth_checks_bcrypt(tmp_path: Path) -> None:
@@ -182,3 +265,34 @@ def test_basic_auth_checks_bcrypt(tmp_path: Path) -> None:
     assert not cfg.authenticate(None)
     assert not cfg.authenticate("Basic !!!")
     assert not cfg.authenticate("Bearer x")
+
+
+def test_web_config_reload_refuses_to_add_tls(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reload may not turn TLS on; the problem names the tls_server_config line."""
+    from pki import make_pki
+
+    from exporter.webconfig import WebConfigReloader
+
+    pki = make_pki(tmp_path)
+    path = _write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n", "w.yaml")
+    applied: list[object] = []
+    reloader = WebConfigReloader(load_web_config(path), applied.append)
+    path.write_text(f"basic_auth_users:\n  alice: '{HASH}'\ntls_server_config:\n"
+                    f"  cert_file: {pki.server_crt}\n  key_file: {pki.server_key}\n")
+    assert not reloader.reload()
+    assert applied == []
+    assert (f"{path}:3: tls_server_config: cannot be added by a reload (the scheme of /metrics "
+            "would change); restart to apply") in caplog.text
+    path.write_text(f"basic_auth_users:\n  bob: '{HASH}'\n")
+    assert reloader.reload()
+    assert applied == [reloader.current]
+    assert set(reloader.current.users) == {"bob"}
+    samples = {(s.name, s.labels.get("outcome")): s.value
+               for m in reloader.collect() for s in m.samples}
+    assert samples == {
+        ("codebook_web_config_reloads_total", "success"): 1,
+        ("codebook_web_config_reloads_total", "failure"): 1,
+        ("codebook_web_config_last_reload_successful", None): 1,
+    }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import re
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -24,15 +26,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter
+from pki import Pki, make_pki
 from sidecar_proc import SidecarProcess, wait_for
 
 pytestmark = pytest.mark.slow
 
 
 class GrpcUpstream:
-    """A tiny OTLP/gRPC trace receiver that keeps every request it gets."""
+    """A tiny OTLP/gRPC trace receiver that keeps every request it gets (TLS with ``pki``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pki: Pki | None = None) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
         self._lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
@@ -47,7 +50,13 @@ class GrpcUpstream:
             {"Export": grpc.unary_unary_rpc_method_handler(export)},
         )
         self.server.add_generic_rpc_handlers([handler])
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        if pki is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            creds = grpc.ssl_server_credentials(
+                [(pki.server_key.read_bytes(), pki.server_crt.read_bytes())]
+            )
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
         self.server.start()
 
     def spans(self) -> list[dict[str, Any]]:
@@ -66,9 +75,12 @@ class GrpcUpstream:
 
 
 class HttpUpstream:
-    """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests."""
+    """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests.
 
-    def __init__(self, refuse: int = 0, retry_after: int = 1) -> None:
+    With ``pki`` it serves HTTPS with that CA's server certificate.
+    """
+
+    def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
         outer = self
@@ -93,6 +105,10 @@ class HttpUpstream:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if pki is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pki.server_crt, pki.server_key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -205,3 +221,97 @@ def test_upstream_down_drops_are_bounded_and_counted(tmp_path: Path) -> None:
         assert sidecar.get("/healthz")[0] == 200
         assert sidecar.proc is not None and sidecar.proc.poll() is None
     assert sidecar.proc.returncode == 0
+
+
+@pytest.fixture(scope="module")
+def upstream_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"), "upstream")
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"), "other")
+
+
+def _enriched(spans: list[dict[str, Any]]) -> bool:
+    return len(spans) == 1 and spans[0]["attrs"].get("provider.category") == "throttled"
+
+
+def _http_spans(upstream: HttpUpstream) -> list[dict[str, Any]]:
+    out = []
+    for body in list(upstream.bodies):
+        req = ExportTraceServiceRequest.FromString(gzip.decompress(body))
+        for rs in req.resource_spans:
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    attrs = {kv.key: kv.value.string_value for kv in span.attributes}
+                    out.append({"name": span.name, "attrs": attrs})
+    return out
+
+
+def test_forwards_over_grpc_with_tls(tmp_path: Path, upstream_pki: Pki) -> None:
+    """An https:// gRPC upstream verified with forward.ca_file gets the enriched spans."""
+    upstream = GrpcUpstream(upstream_pki)
+    config = {"forward": {"endpoint": f"https://127.0.0.1:{upstream.port}", "protocol": "grpc",
+                          "ca_file": str(upstream_pki.ca)}}
+    try:
+        with SidecarProcess(tmp_path, config) as sidecar:
+            _send(OTLPSpanExporter(endpoint=sidecar.grpc, insecure=True), ["1"])
+            wait_for(lambda: _enriched(upstream.spans()))
+            assert wait_for(lambda: sidecar.value("codebook_telemetry_forwarded_total",
+                                                  signal="traces") == 1)
+    finally:
+        upstream.server.stop(None)
+
+
+@pytest.mark.parametrize("skip_verify", [False, True], ids=["ca-file", "insecure-skip-verify"])
+def test_forwards_over_https(
+    tmp_path: Path, upstream_pki: Pki, other_pki: Pki, skip_verify: bool
+) -> None:
+    """An https:// OTLP/HTTP upstream gets the enriched spans, verified or explicitly not."""
+    upstream = HttpUpstream(pki=upstream_pki)
+    # Skipping verification must work even with a CA file that does not match.
+    ca = other_pki.ca if skip_verify else upstream_pki.ca
+    config = {"forward": {"endpoint": f"https://127.0.0.1:{upstream.port}",
+                          "protocol": "http/protobuf", "ca_file": str(ca),
+                          "insecure_skip_verify": skip_verify}}
+    try:
+        with SidecarProcess(tmp_path, config) as sidecar:
+            _send(HttpSpanExporter(endpoint=f"{sidecar.http}/v1/traces"), ["1"])
+            wait_for(lambda: _enriched(_http_spans(upstream)))
+            assert wait_for(lambda: sidecar.value("codebook_telemetry_forwarded_total",
+                                                  signal="traces") == 1)
+    finally:
+        upstream.close()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_wrong_ca_drops_are_counted(
+    tmp_path: Path, upstream_pki: Pki, other_pki: Pki, protocol: str
+) -> None:
+    """An upstream whose certificate the CA file does not vouch for: counted drops, no crash."""
+    grpc_up = GrpcUpstream(upstream_pki) if protocol == "grpc" else None
+    http_up = HttpUpstream(pki=upstream_pki) if grpc_up is None else None
+    port = grpc_up.port if grpc_up is not None else http_up.port  # type: ignore[union-attr]
+    config = {"forward": {"endpoint": f"https://127.0.0.1:{port}", "protocol": protocol,
+                          "ca_file": str(other_pki.ca), "timeout_seconds": 2,
+                          "initial_backoff_seconds": 0.05, "max_elapsed_seconds": 0.3}}
+    try:
+        with SidecarProcess(tmp_path, config) as sidecar:
+            _send(HttpSpanExporter(endpoint=f"{sidecar.http}/v1/traces"), ["1", "0"])
+            wait_for(lambda: sidecar.value("codebook_telemetry_dropped_total", signal="traces",
+                                           reason="upstream_error") == 2, timeout=20)
+            assert sidecar.value("codebook_telemetry_forwarded_total", signal="traces") == 0
+            assert sidecar.get("/healthz")[0] == 200
+            assert sidecar.proc is not None and sidecar.proc.poll() is None
+            warning = next(line for line in sidecar.log().splitlines()
+                           if "codebook: forwarding to" in line)
+            assert re.search("certificate.verify.failed", warning, re.IGNORECASE), warning
+        assert sidecar.proc.returncode == 0
+    finally:
+        if grpc_up is not None:
+            assert grpc_up.requests == []
+            grpc_up.server.stop(None)
+        if http_up is not None:
+            assert http_up.bodies == []
+            http_up.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import signal
 import ssl
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +15,7 @@ import pytest
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from pki import Pki, make_pki
 from sidecar_proc import SidecarProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -80,55 +80,53 @@ def test_sigterm_drains_and_exits_zero(tmp_path: Path) -> None:
     assert "draining" in sidecar.log()
 
 
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     """A CA, a server certificate for 127.0.0.1 and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.crt", "-days", "1", "-subj", "/CN=test-ca", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    for name in ("server", "client"):
-        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
-                 f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                 "-CAcreateserial", "-out", f"{name}.crt", "-days", "1", "-extfile", "san.ext",
-                 cwd=d)
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _get(url: str, ctx: ssl.SSLContext, auth: str | None = None) -> int:
+    return _request(url, ctx, auth)[0]
+
+
+def _request(url: str, ctx: ssl.SSLContext, auth: str | None = None,
+             ) -> tuple[int, dict[str, str]]:
     req = urllib.request.Request(url)
     if auth is not None:
         req.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
-            return int(resp.status)
+            return int(resp.status), dict(resp.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code
+        return exc.code, dict(exc.headers)
 
 
-def test_metrics_behind_tls_and_basic_auth(tmp_path: Path, pki: Path) -> None:
-    """An exporter-toolkit web config puts /metrics behind TLS with client certs and bcrypt."""
+def test_metrics_behind_tls_and_basic_auth(tmp_path: Path, pki: Pki) -> None:
+    """A web config puts /metrics behind TLS with client certs and bcrypt; probes skip auth."""
     hashed = bcrypt.hashpw(b"scrape-me", bcrypt.gensalt(rounds=4)).decode()
     web = tmp_path / "web.yml"
     web.write_text(
-        f"tls_server_config:\n  cert_file: {pki}/server.crt\n  key_file: {pki}/server.key\n"
-        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki}/ca.crt\n"
+        f"tls_server_config:\n  cert_file: {pki.server_crt}\n  key_file: {pki.server_key}\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki.ca}\n"
         f"basic_auth_users:\n  prometheus: '{hashed}'\n"
+        "http_server_config:\n  headers:\n    X-Content-Type-Options: nosniff\n"
     )
     with SidecarProcess(tmp_path, args=("--web.config.file", str(web))) as sidecar:
-        url = f"https://{sidecar.addresses['metrics']}/metrics"
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        base = f"https://{sidecar.addresses['metrics']}"
+        url = f"{base}/metrics"
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             _get(url, ctx, "prometheus:scrape-me")  # no client certificate
-        ctx.load_cert_chain(str(pki / "client.crt"), str(pki / "client.key"))
-        assert _get(url, ctx) == 401
+        ctx.load_cert_chain(str(pki.client_crt), str(pki.client_key))
+        status, headers = _request(url, ctx)
+        assert (status, headers["WWW-Authenticate"]) == (401, 'Basic realm="codebook"')
         assert _get(url, ctx, "prometheus:wrong") == 401
-        assert _get(url, ctx, "prometheus:scrape-me") == 200
+        status, headers = _request(url, ctx, "prometheus:scrape-me")
+        assert (status, headers["X-Content-Type-Options"]) == (200, "nosniff")
+        for probe in ("/healthz", "/readyz"):  # kubelet probes send no credentials
+            status, headers = _request(base + probe, ctx)
+            assert (status, headers["X-Content-Type-Options"]) == (200, "nosniff")
         plain = urllib.request.Request(f"http://{sidecar.addresses['metrics']}/metrics")
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
             urllib.request.urlopen(plain, timeout=5).read()
@@ -141,3 +139,72 @@ def test_bad_web_config_refuses_to_start(tmp_path: Path) -> None:
     sidecar = SidecarProcess(tmp_path, args=("--web.config.file", str(web)))
     with pytest.raises(AssertionError, match="not a bcrypt hash"):
         sidecar.start()
+
+
+def _web_config(path: Path, pki: Pki, password: str, extra: str = "") -> None:
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
+    path.write_text(
+        f"tls_server_config:\n  cert_file: {pki.server_crt}\n  key_file: {pki.server_key}\n"
+        f"basic_auth_users:\n  prometheus: '{hashed}'\n{extra}"
+    )
+
+
+def _reloads(sidecar: SidecarProcess, outcome: str) -> float:
+    return sidecar.value("codebook_web_config_reloads_total", outcome=outcome)
+
+
+def test_sighup_reloads_the_web_config(tmp_path: Path, pki: Pki) -> None:
+    """SIGHUP rotates the certificate and password; a broken file keeps them, logged and counted."""
+    rotated = make_pki(tmp_path, "rotated")
+    web = tmp_path / "web.yml"
+    _web_config(web, pki, "first")
+    with SidecarProcess(tmp_path, args=("--web.config.file", str(web))) as sidecar:
+        url = f"https://{sidecar.addresses['metrics']}/metrics"
+        old_ca = ssl.create_default_context(cafile=str(pki.ca))
+        new_ca = ssl.create_default_context(cafile=str(rotated.ca))
+        sidecar.tls, sidecar.auth = old_ca, "prometheus:first"
+        assert _reloads(sidecar, "success") == 0
+        assert _reloads(sidecar, "failure") == 0
+        assert sidecar.value("codebook_web_config_last_reload_successful") == 1
+
+        _web_config(web, rotated, "second")
+        sidecar.signal(signal.SIGHUP)
+        sidecar.tls, sidecar.auth = new_ca, "prometheus:second"
+
+        def rotated_in() -> bool:
+            try:
+                return _get(url, new_ca, "prometheus:second") == 200
+            except (ssl.SSLError, urllib.error.URLError):
+                return False  # still the old certificate
+
+        wait_for(rotated_in)
+        assert _reloads(sidecar, "success") == 1
+        with pytest.raises((ssl.SSLError, urllib.error.URLError)):
+            _get(url, old_ca, "prometheus:first")  # the old certificate is gone
+        assert _get(url, new_ca, "prometheus:first") == 401  # and so is the old password
+
+        web.write_text(
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n"
+            "basic_auth_users:\n  prometheus: not-a-hash\n"
+        )
+        for _ in range(2):  # the same problems twice: counted twice, logged once
+            before = _reloads(sidecar, "failure")
+            sidecar.signal(signal.SIGHUP)
+            wait_for(lambda before=before: _reloads(sidecar, "failure") == before + 1)
+        assert sidecar.value("codebook_web_config_last_reload_successful") == 0
+        assert _get(url, new_ca, "prometheus:second") == 200  # the running config serves on
+        log = sidecar.log()
+        for problem in (
+            f"{web}:2: tls_server_config.cert_file: 'missing.crt': no such file",
+            f"{web}:3: tls_server_config.key_file: 'missing.key': no such file",
+            f"{web}:5: basic_auth_users.prometheus: not a bcrypt hash",
+        ):
+            assert log.count(problem) == 1, log
+
+        third = bcrypt.hashpw(b"third", bcrypt.gensalt(rounds=4)).decode()
+        web.write_text(f"basic_auth_users:\n  prometheus: '{third}'\n")  # and no TLS
+        sidecar.signal(signal.SIGHUP)
+        wait_for(lambda: _reloads(sidecar, "failure") == 3)
+        assert f"{web}:1: tls_server_config: cannot be removed by a reload" in sidecar.log()
+        assert _get(url, new_ca, "prometheus:second") == 200
+        assert sidecar.proc is not None and sidecar.proc.poll() is None

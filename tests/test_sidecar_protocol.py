@@ -10,6 +10,7 @@ import os
 import urllib.parse
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -233,13 +234,75 @@ def test_grpc_statuses(sidecar: SidecarProcess, body: bytes, code: grpc.StatusCo
     assert info.value.code() is code  # type: ignore[attr-defined]
 
 
-def test_grpc_gzip_bomb_is_refused(sidecar: SidecarProcess) -> None:
-    """A gzip-compressed gRPC message that inflates past the limit is refused."""
+def sized_request(size: int) -> bytes:
+    """A valid one-span trace request of exactly ``size`` bytes (the span name pads it)."""
     req = make_request(1)
-    req.resource_spans[0].scope_spans[0].spans[0].name = "x" * (LIMIT * 4)
+    span = req.resource_spans[0].scope_spans[0].spans[0]
+    for _ in range(8):  # the name's length prefix grows by a byte at most a few times
+        missing = size - req.ByteSize()
+        if missing == 0:
+            return req.SerializeToString()
+        if missing > 0:
+            span.name += "x" * missing
+        else:
+            span.name = span.name[:missing]
+    raise AssertionError(f"cannot build a request of {size} bytes")
+
+
+def _too_large(sidecar: SidecarProcess) -> float:
+    return sidecar.value("codebook_telemetry_rejected_total", signal="traces", transport="grpc",
+                         reason="too_large")
+
+
+GRPC_SIZE_CASES = [
+    # (id, body, compression, status, counted)
+    ("plain-at-the-limit", sized_request(LIMIT), None, grpc.StatusCode.OK, 0),
+    ("plain-one-byte-over", sized_request(LIMIT + 1), None,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, 1),
+    ("gzip-at-the-limit", sized_request(LIMIT), grpc.Compression.Gzip, grpc.StatusCode.OK, 0),
+    ("gzip-inflating-over", sized_request(LIMIT * 3 // 2), grpc.Compression.Gzip,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, 1),
+    ("plain-at-the-hard-cap", sized_request(2 * LIMIT), None,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, 1),
+    # Past twice the limit grpcio refuses the message itself and the handler never sees it.
+    ("plain-past-the-hard-cap", sized_request(2 * LIMIT + 1), None,
+     grpc.StatusCode.RESOURCE_EXHAUSTED, 0),
+]
+
+
+@pytest.mark.parametrize(("body", "compression", "code", "counted"),
+                         [c[1:] for c in GRPC_SIZE_CASES], ids=[c[0] for c in GRPC_SIZE_CASES])
+def test_grpc_oversized_requests_are_counted(
+    sidecar: SidecarProcess, body: bytes, compression: grpc.Compression | None,
+    code: grpc.StatusCode, counted: int,
+) -> None:
+    """Requests over max_request_bytes (after inflating) get RESOURCE_EXHAUSTED and a count."""
+    before = _too_large(sidecar)
+    try:
+        _grpc_call(sidecar, body, compression)
+        got = grpc.StatusCode.OK
+    except grpc.RpcError as exc:
+        got = exc.code()  # type: ignore[attr-defined]
+    assert got is code
+    assert _too_large(sidecar) == before + counted
+
+
+def _peak_rss_bytes(sidecar: SidecarProcess) -> int:
+    assert sidecar.proc is not None
+    status = Path(f"/proc/{sidecar.proc.pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) * 1024
+
+
+def test_grpc_gzip_bomb_is_refused(sidecar: SidecarProcess) -> None:
+    """A 96 MiB gzip bomb is refused with RESOURCE_EXHAUSTED without being inflated."""
+    bomb = b"\0" * (96 << 20)  # about 96 KiB compressed: under the hard cap on the wire
+    peak = _peak_rss_bytes(sidecar)
     with pytest.raises(grpc.RpcError) as info:
-        _grpc_call(sidecar, req.SerializeToString(), grpc.Compression.Gzip)
+        _grpc_call(sidecar, bomb, grpc.Compression.Gzip)
     assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert _peak_rss_bytes(sidecar) - peak < len(bomb) // 4
+    assert sidecar.get("/healthz")[0] == 200
 
 
 def test_grpc_partial_success(sidecar: SidecarProcess) -> None:
