@@ -18,9 +18,9 @@ per RPC. grpcio does not tell the application about the messages it refuses, so 
 the cap (more than twice the limit, or inflating past it) are answered RESOURCE_EXHAUSTED by
 grpcio and are not counted.
 
-Requests are parsed by the handler (not by grpcio) so a malformed message is answered with
-INVALID_ARGUMENT and counted. Handlers run on the server's thread pool and never raise
-anything but the gRPC abort they mean.
+Requests are validated by the handler, not by grpcio (the trace wire path or the protobuf
+runtime), so a malformed message is answered with INVALID_ARGUMENT and counted. Handlers run
+on the server's thread pool and never raise anything but the gRPC abort they mean.
 """
 
 from __future__ import annotations
