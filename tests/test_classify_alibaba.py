@@ -29,10 +29,15 @@ CASES = {
     "common-2-acked-handed-to-vendor": (P, "2", "success info no none exact"),
     "common-99999999-unknown-state": (P, "99999999", "unknown warning with_backoff unknown exact"),
     "apns-2008-missing-token": (f"{P}.apns", "2008", "recipient_invalid warning no our_app exact"),
-    "apns-2009-bad-device-token": (
+    "apns-2009-bad-device-token-our-binding": (
         f"{P}.apns",
         "2009",
-        "recipient_invalid warning no end_user exact",
+        "recipient_invalid warning no our_app exact",
+    ),
+    "apns-2010-token-not-for-topic-our-binding": (
+        f"{P}.apns",
+        "2010",
+        "recipient_invalid warning no our_app exact",
     ),
     "apns-2011-unregistered": (f"{P}.apns", "2011", "recipient_invalid warning no end_user exact"),
     "apns-2013-cert-environment": (
