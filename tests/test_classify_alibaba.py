@@ -96,7 +96,11 @@ CASES = {
         "10027",
         "throttled warning with_backoff our_app exact",
     ),
-    "xiaomi-22021-user-grant": (f"{P}.xiaomi", "22021", "permission error no end_user exact"),
+    "xiaomi-22021-user-grant-per-user-our-app": (
+        f"{P}.xiaomi",
+        "22021",
+        "permission error no our_app exact",
+    ),
     "oppo-minus2-flow-control": (f"{P}.oppo", "-2", "throttled warning with_backoff our_app exact"),
     "oppo-13-call-count": (f"{P}.oppo", "13", "quota_exhausted critical no our_config exact"),
     "oppo-10000-registration-id": (
