@@ -76,6 +76,11 @@ CASES = {
         "80000007",
         "unsupported error no provider exact",
     ),
+    "huawei-109-nsp-ts-drift-default-owner": (
+        f"{P}.huawei",
+        "109",
+        "invalid_request error no our_app exact",
+    ),
     "huawei-111-busy": (
         f"{P}.huawei",
         "111",
