@@ -29,10 +29,15 @@ CASES = {
     "common-2-acked-handed-to-vendor": (P, "2", "success info no none exact"),
     "common-99999999-unknown-state": (P, "99999999", "unknown warning with_backoff unknown exact"),
     "apns-2008-missing-token": (f"{P}.apns", "2008", "recipient_invalid warning no our_app exact"),
-    "apns-2009-bad-device-token": (
+    "apns-2009-bad-device-token-our-binding": (
         f"{P}.apns",
         "2009",
-        "recipient_invalid warning no end_user exact",
+        "recipient_invalid warning no our_app exact",
+    ),
+    "apns-2010-token-not-for-topic-our-binding": (
+        f"{P}.apns",
+        "2010",
+        "recipient_invalid warning no our_app exact",
     ),
     "apns-2011-unregistered": (f"{P}.apns", "2011", "recipient_invalid warning no end_user exact"),
     "apns-2013-cert-environment": (
@@ -71,6 +76,11 @@ CASES = {
         "80000007",
         "unsupported error no provider exact",
     ),
+    "huawei-109-nsp-ts-drift-default-owner": (
+        f"{P}.huawei",
+        "109",
+        "invalid_request error no our_app exact",
+    ),
     "huawei-111-busy": (
         f"{P}.huawei",
         "111",
@@ -91,7 +101,11 @@ CASES = {
         "10027",
         "throttled warning with_backoff our_app exact",
     ),
-    "xiaomi-22021-user-grant": (f"{P}.xiaomi", "22021", "permission error no end_user exact"),
+    "xiaomi-22021-user-grant-per-user-our-app": (
+        f"{P}.xiaomi",
+        "22021",
+        "permission error no our_app exact",
+    ),
     "oppo-minus2-flow-control": (f"{P}.oppo", "-2", "throttled warning with_backoff our_app exact"),
     "oppo-13-call-count": (f"{P}.oppo", "13", "quota_exhausted critical no our_config exact"),
     "oppo-10000-registration-id": (

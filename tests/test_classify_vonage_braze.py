@@ -111,6 +111,31 @@ CASES = {
         "Not Found",
         "configuration critical no our_config exact",
     ),
+    "braze-401-status-alone": ("braze.rest", "401", None, "auth critical no our_config exact"),
+    "braze-403-status-unlisted-message": (
+        "braze.rest",
+        "403",
+        "Something New",
+        "permission critical no our_config exact",
+    ),
+    "braze-404-status-alone": (
+        "braze.rest",
+        "404",
+        None,
+        "configuration critical no our_config exact",
+    ),
+    "braze-429-status-alone-not-4xx-class": (
+        "braze.rest",
+        "429",
+        None,
+        "throttled warning with_backoff our_app exact",
+    ),
+    "braze-429-status-unlisted-message": (
+        "braze.rest",
+        "429",
+        "Too Many Requests",
+        "throttled warning with_backoff our_app exact",
+    ),
     "braze-429-rate-limited": (
         "braze.rest",
         "429",
