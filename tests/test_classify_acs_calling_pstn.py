@@ -57,6 +57,15 @@ CASES = {
         "device warning no end_user exact",
     ),
     "call-40606-speaker-unsupported": (CALL, "405", "40606", "unsupported error no our_app exact"),
+    # "unsupported stream": rule 17 unsupported comes before rule 20 device
+    "call-43017-unsupported-stream": (CALL, "412", "43017", "unsupported error no our_app exact"),
+    # the doc says only "unknown error": rule 25, not provider_internal
+    "call-43002-unknown-error": (
+        CALL,
+        "500",
+        "43002",
+        "unknown warning with_backoff unknown exact",
+    ),
     # local network vs provider infrastructure
     "call-7-496-client-network": (CALL, "496", "7", "network warning with_backoff end_user exact"),
     "call-301004-media-connectivity": (
