@@ -182,3 +182,21 @@ def test_classification(source: str, code: object, subcode: object, expected: st
     r = load_codebook().resolve(source, code, subcode=subcode)
     got = " ".join(str(v) for v in (r.category, r.severity, r.retryable, r.owner, r.match))
     assert got == expected
+
+
+# Rows naming several causes: classified by the code's name, flagged, alternative in the note.
+AMBIGUOUS = {
+    "call-560486-busy-or-technical": (CALL, "486", "560486"),
+    "call-10057-callee-setup-network-or-exit": (CALL, "408", "10057"),
+    "pstn-60486-busy-or-technical": (PSTN, "486", "60486"),
+    "pstn-540486-busy-or-technical": (PSTN, "486", "540486"),
+    "pstn-531004-firewall-or-sbc": (PSTN, "410", "531004"),
+    "pstn-560484-number-or-sbc": (PSTN, "484", "560484"),
+    "pstn-560403-forbidden-cancelled-rejected": (PSTN, "403", "560403"),
+}
+
+
+@pytest.mark.parametrize(("source", "code", "subcode"), AMBIGUOUS.values(), ids=AMBIGUOUS.keys())
+def test_ambiguous_rows_flagged(source: str, code: str, subcode: str) -> None:
+    r = load_codebook().resolve(source, code, subcode=subcode)
+    assert r.rule is not None and r.rule.ambiguous and r.rule.note
