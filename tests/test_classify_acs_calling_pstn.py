@@ -117,6 +117,9 @@ CASES = {
     "call-class-599": (CALL, "599", None, "provider_internal error with_backoff provider class"),
     "call-class-650": (CALL, "650", None, "recipient_declined info yes end_user class"),
     "call-subcode-decides": (CALL, "500", "43001", "device warning no end_user exact"),
+    # SIP 486 busy is recipient_declined even with an unlisted subcode (class before 4xx)
+    "call-class-486-busy": (CALL, "486", "999", "recipient_declined info yes end_user class"),
+    "call-class-484-still-4xx": (CALL, "484", None, "invalid_request error no our_app class"),
     # PSTN
     "pstn-560000-normal-clearing": (PSTN, "0", "560000", "call_ended_normal info no none exact"),
     "pstn-560487-seed-code-497": (PSTN, "497", "560487", "call_ended_normal info no none exact"),
@@ -171,6 +174,15 @@ CASES = {
     ),
     "pstn-560603-declined": (PSTN, "603", "560603", "recipient_declined info yes end_user exact"),
     "pstn-class-502": (PSTN, "502", None, "provider_internal error with_backoff provider class"),
+    "pstn-class-486-busy": (PSTN, "486", "1", "recipient_declined info yes end_user class"),
+    # section introductions: ParticipantEndReason 0 and 603 with a subcode the tables do not list
+    "pstn-code-0-unlisted-subcode": (PSTN, "0", "123", "call_ended_normal info no none exact"),
+    "pstn-code-603-unlisted-subcode": (
+        PSTN,
+        "603",
+        "1",
+        "recipient_declined info yes end_user exact",
+    ),
     "pstn-unmapped-999": (PSTN, "999", None, "unknown warning with_backoff unknown unmapped"),
 }
 
