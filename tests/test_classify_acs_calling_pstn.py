@@ -57,6 +57,15 @@ CASES = {
         "device warning no end_user exact",
     ),
     "call-40606-speaker-unsupported": (CALL, "405", "40606", "unsupported error no our_app exact"),
+    # "unsupported stream": rule 17 unsupported comes before rule 20 device
+    "call-43017-unsupported-stream": (CALL, "412", "43017", "unsupported error no our_app exact"),
+    # the doc says only "unknown error": rule 25, not provider_internal
+    "call-43002-unknown-error": (
+        CALL,
+        "500",
+        "43002",
+        "unknown warning with_backoff unknown exact",
+    ),
     # local network vs provider infrastructure
     "call-7-496-client-network": (CALL, "496", "7", "network warning with_backoff end_user exact"),
     "call-301004-media-connectivity": (
@@ -108,6 +117,9 @@ CASES = {
     "call-class-599": (CALL, "599", None, "provider_internal error with_backoff provider class"),
     "call-class-650": (CALL, "650", None, "recipient_declined info yes end_user class"),
     "call-subcode-decides": (CALL, "500", "43001", "device warning no end_user exact"),
+    # SIP 486 busy is recipient_declined even with an unlisted subcode (class before 4xx)
+    "call-class-486-busy": (CALL, "486", "999", "recipient_declined info yes end_user class"),
+    "call-class-484-still-4xx": (CALL, "484", None, "invalid_request error no our_app class"),
     # PSTN
     "pstn-560000-normal-clearing": (PSTN, "0", "560000", "call_ended_normal info no none exact"),
     "pstn-560487-seed-code-497": (PSTN, "497", "560487", "call_ended_normal info no none exact"),
@@ -162,6 +174,15 @@ CASES = {
     ),
     "pstn-560603-declined": (PSTN, "603", "560603", "recipient_declined info yes end_user exact"),
     "pstn-class-502": (PSTN, "502", None, "provider_internal error with_backoff provider class"),
+    "pstn-class-486-busy": (PSTN, "486", "1", "recipient_declined info yes end_user class"),
+    # section introductions: ParticipantEndReason 0 and 603 with a subcode the tables do not list
+    "pstn-code-0-unlisted-subcode": (PSTN, "0", "123", "call_ended_normal info no none exact"),
+    "pstn-code-603-unlisted-subcode": (
+        PSTN,
+        "603",
+        "1",
+        "recipient_declined info yes end_user exact",
+    ),
     "pstn-unmapped-999": (PSTN, "999", None, "unknown warning with_backoff unknown unmapped"),
 }
 
@@ -173,3 +194,21 @@ def test_classification(source: str, code: object, subcode: object, expected: st
     r = load_codebook().resolve(source, code, subcode=subcode)
     got = " ".join(str(v) for v in (r.category, r.severity, r.retryable, r.owner, r.match))
     assert got == expected
+
+
+# Rows naming several causes: classified by the code's name, flagged, alternative in the note.
+AMBIGUOUS = {
+    "call-560486-busy-or-technical": (CALL, "486", "560486"),
+    "call-10057-callee-setup-network-or-exit": (CALL, "408", "10057"),
+    "pstn-60486-busy-or-technical": (PSTN, "486", "60486"),
+    "pstn-540486-busy-or-technical": (PSTN, "486", "540486"),
+    "pstn-531004-firewall-or-sbc": (PSTN, "410", "531004"),
+    "pstn-560484-number-or-sbc": (PSTN, "484", "560484"),
+    "pstn-560403-forbidden-cancelled-rejected": (PSTN, "403", "560403"),
+}
+
+
+@pytest.mark.parametrize(("source", "code", "subcode"), AMBIGUOUS.values(), ids=AMBIGUOUS.keys())
+def test_ambiguous_rows_flagged(source: str, code: str, subcode: str) -> None:
+    r = load_codebook().resolve(source, code, subcode=subcode)
+    assert r.rule is not None and r.rule.ambiguous and r.rule.note
