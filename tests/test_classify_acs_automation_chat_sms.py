@@ -69,6 +69,30 @@ CASES = {
     "ca-603-declined": (CA, "603", None, "recipient_declined info yes end_user exact"),
     "ca-600-class-6xx": (CA, "600", None, "recipient_declined info yes end_user class"),
     "ca-418-class-4xx": (CA, "418", None, "invalid_request error no our_app class"),
+    # audit 2026.12.0: readings walked against TAXONOMY §2 and pinned (alternatives in notes)
+    "ca-400-8500-name-decides": (CA, "400", "8500", "invalid_request error no our_app exact"),
+    "ca-405-8520-not-supported": (CA, "405", "8520", "unsupported error no our_app exact"),
+    "ca-400-8567-service-principal": (
+        CA,
+        "400",
+        "8567",
+        "configuration critical no our_config exact",
+    ),
+    "ca-401-service-credential": (CA, "401", None, "auth critical no our_config exact"),
+    "ca-502-bad-gateway": (CA, "502", None, "provider_internal error with_backoff provider exact"),
+    "ca-7601-source-identity": (CA, None, "7601", "sender_invalid critical no our_config exact"),
+    "ca-7602-target-identity": (CA, None, "7602", "recipient_invalid warning no end_user exact"),
+    "ca-8513-media-receive-timeout": (
+        CA,
+        None,
+        "8513",
+        "network warning with_backoff end_user exact",
+    ),
+    "ca-8515-max-duration-completed": (CA, None, "8515", "success info no none exact"),
+    "ca-8552-organizer-not-removable": (CA, None, "8552", "invalid_state warning no our_app exact"),
+    "ca-8581-stream-url-per-call": (CA, None, "8581", "configuration critical no our_app exact"),
+    "ca-8610-our-bot-no-response": (CA, None, "8610", "timeout warning with_backoff our_app exact"),
+    "chat-429-throttled": (CHAT, "429", None, "throttled warning with_backoff our_app exact"),
     "chat-401-user-token": (CHAT, "401", None, "auth error no our_app exact"),
     "chat-403-user-access": (CHAT, "403", None, "permission error no our_app exact"),
     "chat-503-unavailable": (
@@ -92,6 +116,15 @@ CASES = {
         "sender_invalid critical no our_config exact",
     ),
     "sms-5002-no-delivery-report": (SMS, "5002", None, "pending info no none exact"),
+    "sms-4005-carrier-block": (SMS, "4005", None, "content_rejected error no our_app exact"),
+    "sms-4009-entitlement": (SMS, "4009", None, "permission critical no our_config exact"),
+    "sms-5001-temporarily-unavailable": (
+        SMS,
+        "5001",
+        None,
+        "provider_unavailable error with_backoff provider exact",
+    ),
+    "sms-9999-unknown": (SMS, "9999", None, "unknown warning with_backoff unknown exact"),
 }
 
 
