@@ -1,15 +1,17 @@
 """dashboards/ is tested code: promtool checks and unit tests, dashboard shape, and the contract.
 
 The contract: every metric name, label name and enum label value that a dashboard or rule
-uses is one the exporter really emits, read from the exposition of a populated
-:class:`CodebookMetrics`. promtool comes from Debian's ``prometheus`` package; without it
-these tests fail under CI=true and skip elsewhere.
+uses is one the exporter really emits, read from the ``/metrics`` body of a real ``codebook
+serve`` :class:`Sidecar` with a web config: its populated :class:`CodebookMetrics`, then its
+own registry (process metrics and the web config reload metrics). promtool comes from Debian's
+``prometheus`` package; without it these tests fail under CI=true and skip elsewhere.
 """
 
 from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -34,8 +36,11 @@ from dashboard_queries import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter import Category, CodebookMetrics, Enricher, Owner, Retryable, Severity, load_codebook
+from exporter import Category, Owner, Retryable, Severity, make_wsgi_app
+from exporter.config import load_config
+from exporter.serve import Sidecar
 from exporter.taxonomy import NON_ERROR_CATEGORIES
+from exporter.webconfig import load_web_config
 
 MAPPINGS = Path(__file__).parent / "testdata" / "dashboards_e2e"
 RUNBOOK = DASHBOARDS / "RUNBOOK.md"
@@ -300,11 +305,25 @@ def test_filters_reach_the_code_panels() -> None:
 # -- the contract with the exporter ----------------------------------------------------------
 
 
-@cache
-def exposition() -> dict[str, dict[str, set[str]]]:
-    """Sample name -> label name -> values, from a CodebookMetrics with every metric populated."""
-    metrics = CodebookMetrics(max_unmapped_codes_per_source=1)
-    enricher = Enricher(load_codebook([MAPPINGS], builtin=False), metrics)
+def _sidecar_metrics_body() -> str:
+    """GET /metrics of a real Sidecar with a web config, every metric populated."""
+    with tempfile.TemporaryDirectory() as tmp:
+        web_file = Path(tmp) / "web.yml"
+        web_file.write_text("basic_auth_users: {}\n", encoding="utf-8")
+        cfg = load_config(
+            env={},
+            overrides={
+                "mappings.dirs": str(MAPPINGS),
+                "mappings.builtin": "false",
+                "metrics.max_unmapped_codes_per_source": "1",
+                "metrics.web_config_file": str(web_file),
+            },
+        )
+        sidecar = Sidecar(cfg, load_web_config(web_file))
+        web_file.write_text("no_such_key: 1\n", encoding="utf-8")
+        assert sidecar.web_reloader is not None
+        assert not sidecar.web_reloader.reload(), "the broken web config must fail to reload"
+    enricher, metrics = sidecar.enricher, sidecar.metrics
     for code in ("0", "1", "2", "4", "6", "8", "503", "9001", "9002"):
         enricher.enrich_span({"provider.source": "e2e.sms", "provider.code": code})
     enricher.enrich_span({"provider.source": "no.such.source", "provider.code": "1"})
@@ -313,7 +332,18 @@ def exposition() -> dict[str, dict[str, set[str]]]:
     metrics.telemetry_rejected("traces", "http", "malformed")
     metrics.telemetry_forwarded("traces")
     metrics.telemetry_dropped("traces", "queue_full")
-    text = metrics.render().decode()
+    # The app the sidecar's /metrics server runs, with the sidecar's metrics and registry.
+    app = make_wsgi_app(metrics, sidecar.registry)
+    status: list[str] = []
+    body = b"".join(app({"PATH_INFO": "/metrics"}, lambda s, h: status.append(s)))
+    assert status == ["200 OK"], status
+    return body.decode()
+
+
+@cache
+def exposition() -> dict[str, dict[str, set[str]]]:
+    """Sample name -> label name -> values, from a sidecar's populated /metrics."""
+    text = _sidecar_metrics_body()
     found: dict[str, dict[str, set[str]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -412,7 +442,9 @@ def _literal_alternatives(value: str) -> list[str] | None:
 def test_contract_enum_label_values_are_taxonomy_values() -> None:
     """Matchers on category/severity/retryable/owner/outcome name values that exist."""
     enums = dict(ENUM_VALUES)
-    enums["outcome"] = exposition()["codebook_mapping_reloads_total"]["outcome"]
+    enums["outcome"] = set().union(
+        *(labels["outcome"] for labels in exposition().values() if "outcome" in labels)
+    )
     bad: set[tuple[str, str, str]] = set()
     for where, expr in _all_exprs():
         for m in uses(expr).matchers:

@@ -1,9 +1,10 @@
 """A real Prometheus scrapes a real Codebook endpoint fed by real OpenTelemetry spans.
 
 Every dashboard query, variable and recorded series must return data, and the critical-code
-page must fire. Prometheus runs from Debian's ``prometheus`` package on 127.0.0.1 with a 1s
-scrape and evaluation interval; the test polls its HTTP API against a deadline. Without the
-binary the test fails under CI=true and skips elsewhere.
+page must fire. The endpoint also serves a registry with the sidecar's web config reloader,
+whose last reload failed. Prometheus runs from Debian's ``prometheus`` package on 127.0.0.1
+with a 1s scrape and evaluation interval; the test polls its HTTP API against a deadline.
+Without the binary the test fails under CI=true and skips elsewhere.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dashboard_queries import (
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
 
 from exporter import (
     CodebookMetrics,
@@ -44,6 +46,7 @@ from exporter import (
     MetricsServer,
     start_metrics_server,
 )
+from exporter.webconfig import WebConfigReloader, load_web_config
 
 pytestmark = pytest.mark.slow
 
@@ -128,7 +131,7 @@ def _feed(codebook: Codebook, stop: threading.Event) -> None:
 
 @pytest.fixture(scope="module")
 def codebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Codebook]:
-    """A Codebook on 127.0.0.1 whose last mapping reload failed, fed with spans until teardown."""
+    """A Codebook on 127.0.0.1 whose last mapping and web config reloads failed, fed with spans."""
     mappings = tmp_path_factory.mktemp("mappings")
     shutil.copy(MAPPING, mappings)
     metrics = CodebookMetrics(max_unmapped_codes_per_source=2)
@@ -136,7 +139,15 @@ def codebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Codebook]:
     assert enricher.reload()
     (mappings / "broken.yaml").write_text("schema: 1\nsource: broken\n")
     assert not enricher.reload()
-    server = start_metrics_server(metrics, port=0)
+    # As `codebook serve` registers it (exporter/serve.py), without TLS or users to apply.
+    web_file = tmp_path_factory.mktemp("web") / "web.yml"
+    web_file.write_text("basic_auth_users: {}\n")
+    web = WebConfigReloader(load_web_config(web_file), apply=lambda new: None)
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(web)
+    web_file.write_text("no_such_key: 1\n")
+    assert not web.reload()
+    server = start_metrics_server(metrics, port=0, registry=registry)
     book = Codebook(metrics, enricher, server)
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(book, stop), name="e2e-feeder", daemon=True)
@@ -286,7 +297,7 @@ def test_critical_code_pages(prometheus: str) -> None:
 
 
 def test_event_alerts_fire_on_real_output(prometheus: str) -> None:
-    """Unmapped codes, overflow and a failed reload reach their alerts from real /metrics."""
+    """Unmapped codes, overflow and failed reloads reach their alerts from real /metrics."""
     _alert(prometheus, "CodebookUnmappedCodes", ("firing",), source=SOURCE)
     _alert(prometheus, "CodebookUnmappedCodes", ("firing",), source="_OTHER")
     _alert(
@@ -298,6 +309,7 @@ def test_event_alerts_fire_on_real_output(prometheus: str) -> None:
     )
     # for: 5m and 10m: within the test they can only be pending.
     _alert(prometheus, "CodebookMappingReloadFailed", ("pending", "firing"), job="codebook")
+    _alert(prometheus, "CodebookWebConfigReloadFailed", ("pending", "firing"), job="codebook")
     _alert(prometheus, "CodebookTelemetryDropped", ("pending", "firing"), reason="queue_full")
     _alert(prometheus, "CodebookTelemetryRejected", ("pending", "firing"), reason="malformed")
 
