@@ -49,8 +49,8 @@ class _EnrichedSpan(ReadableSpan):
     """A ReadableSpan copy with Codebook attributes; keeps the original's dropped counts.
 
     The fast copy shares the original's events and links (so their dropped counts carry over)
-    and keeps the original attributes object for its dropped count; the public-API copy
-    records all three counts in ``_counts``.
+    and keeps the original attributes object when it dropped any, for the count; the
+    public-API copy records all three counts in ``_counts``.
     """
 
     _counts: tuple[int, int, int] | None = None
@@ -184,12 +184,15 @@ class CodebookSpanProcessor(SpanProcessor):
                     if state is not None and (
                         type(span) in _FAST_TYPES or _probe_fast(span, state)
                     ):
-                        # The fast copy: the span's instance state with three fields replaced
-                        # (state.copy() then assignment: a third cheaper than {**state, ...}).
+                        # The fast copy: the span's instance state with its attributes and
+                        # status replaced (state.copy() then assignment: a third cheaper than
+                        # {**state, ...}). The original attributes are kept only when they
+                        # dropped some, for the count: a new key costs the copy a resize.
                         # Tests hold it equal to enriched_copy, the public-API copy.
                         fields = state.copy()
-                        fields["_source_attributes"] = attrs
                         fields["_attributes"] = {**raw, **extra}
+                        if type(attrs) is not dict and getattr(attrs, "dropped", None):
+                            fields["_source_attributes"] = attrs
                         error_type = extra.get(ATTR_ERROR_TYPE)
                         if error_type is not None:
                             status = fields["_status"]

@@ -449,6 +449,20 @@ def test_fast_and_public_api_copies_agree(
     assert fast.dropped_attributes == span.dropped_attributes == (1 if "a" in attrs else 0)
 
 
+def test_span_enriched_twice_keeps_dropped_counts(book: Codebook) -> None:
+    """Two Codebook processors in a row: the second copy keeps the original dropped counts."""
+    attrs = {"a": 1, "b": 2, "provider.source": "test.sms", "provider.code": "7"}
+    span = _ended_span(SpanLimits(max_span_attributes=3, max_events=1), attrs, None)
+    recorder = Recorder()
+    inner = CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics()))
+    CodebookSpanProcessor(inner, Enricher(book, CodebookMetrics())).on_end(span)
+    (out,) = recorder.ended
+    assert (out.dropped_attributes, out.dropped_events, out.dropped_links) == (1, 1, 0)
+    assert dict(out.attributes or {}) == {
+        **dict(span.attributes or {}), **book.resolve("test.sms", "7").attributes
+    }
+
+
 class SparseSpan(ReadableSpan):
     """A span class whose instance state lacks a ReadableSpan field (as a future SDK might)."""
 
