@@ -163,8 +163,8 @@ class CodebookSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        # One frame per span (plus enrich_span for a code): a bare SDK span is ~100 Python
-        # calls, and each helper call this inlines measured about 1% of it at 100% codes.
+        # One frame per span (plus enrich_span for a code): each helper call inlined here
+        # measured about 1% of a bare SDK span (benchmarks/span_overhead.py, 100% codes).
         out = span
         try:
             # The attributes without the read-only proxy ``span.attributes`` builds per call:
@@ -187,7 +187,8 @@ class CodebookSpanProcessor(SpanProcessor):
                         # The fast copy: the span's instance state with its attributes and
                         # status replaced (state.copy() then assignment: a third cheaper than
                         # {**state, ...}). The original attributes are kept only when they
-                        # dropped some, for the count: a new key costs the copy a resize.
+                        # dropped some, for the count: a key the SDK's span lacks makes the
+                        # copy rebuild its (shared-key) table.
                         # Tests hold it equal to enriched_copy, the public-API copy.
                         fields = state.copy()
                         fields["_attributes"] = {**raw, **extra}
