@@ -11,11 +11,30 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .codebook import ATTR_CODE, ATTR_MESSAGE, ATTR_SOURCE, ATTR_SUBCODE, Codebook, load_codebook
+from .codebook import (
+    ATTR_CODE,
+    ATTR_MESSAGE,
+    ATTR_SOURCE,
+    ATTR_SUBCODE,
+    DEFAULT_CACHE_SIZE,
+    Codebook,
+    cacheable,
+    load_codebook,
+)
 from .loader import MappingError
-from .metrics import CodebookMetrics
+from .metrics import CodebookMetrics, CodeCells
 
 _log = logging.getLogger(__name__)
+
+# Distinct (source, code, subcode, message) inputs a span cache holds before it starts over.
+SPAN_CACHE_SIZE = DEFAULT_CACHE_SIZE
+
+_SpanKey = tuple[object, object, object, object]
+# What a span with a code resolved to: its output attributes, the series it counts and the
+# lock they are counted under (CodebookMetrics.count_cells, inlined on the hot path).
+_SpanHit = tuple[Mapping[str, str], CodeCells, threading.Lock]
+# One codebook generation and its span hits, swapped together.
+_SpanCache = tuple[Codebook, dict[_SpanKey, _SpanHit]]
 
 
 class Enricher:
@@ -42,6 +61,7 @@ class Enricher:
         self._book = (
             book if book is not None else load_codebook(self.mapping_dirs, builtin=self.builtin)
         )
+        self._spans: _SpanCache = (self._book, {})
         self.metrics.set_codebook(self._book)
         self._reload_lock = threading.Lock()
         self._failed_once = False
@@ -55,18 +75,27 @@ class Enricher:
     def enrich_span(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
         """Resolve and count a span's provider code; None when it carries none.
 
-        Returns the output attributes to add (shared mapping: copy before mutating).
+        Returns the output attributes to add (shared mapping: copy before mutating). A code
+        seen before in this codebook generation costs one dict hit and the counter increment.
         """
         try:
-            source = attributes.get(ATTR_SOURCE)
-            code = attributes.get(ATTR_CODE)
-            if source is None or code is None:
-                return None
-            subcode = attributes.get(ATTR_SUBCODE)
-            book = self._book
-            res = book.resolve(source, code, subcode, attributes.get(ATTR_MESSAGE))
-            self.metrics.count_code(book, res, source, code, subcode)
-            return res.attributes
+            get = attributes.get
+            key = (get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE), get(ATTR_MESSAGE))
+            spans = self._spans
+            try:
+                hit = spans[1][key]
+            except (KeyError, TypeError):
+                if key[0] is None or key[1] is None:
+                    return None
+                hit = self._span_miss(spans, key)
+            extra, cells, lock = hit
+            lock.acquire()
+            try:
+                for cell in cells:
+                    cell.value += 1
+            finally:
+                lock.release()
+            return extra
         except Exception:
             self._internal_error("traces")
             return None
@@ -77,18 +106,37 @@ class Enricher:
         """Resolve one provider code carried by ``n`` spans and count them all at once.
 
         For batches grouped by code (the sidecar's wire path); the same result and counts as
-        ``n`` calls of :meth:`enrich_span`. None when source or code is missing.
+        ``n`` calls of :meth:`enrich_span`, through the same cache (which ``enrich_span``
+        inlines, saving a call per span). None when source or code is missing.
         """
         try:
-            if source is None or code is None:
-                return None
-            book = self._book
-            res = book.resolve(source, code, subcode, message)
-            self.metrics.count_code(book, res, source, code, subcode, n)
-            return res.attributes
+            key = (source, code, subcode, message)
+            spans = self._spans
+            try:
+                hit = spans[1][key]
+            except (KeyError, TypeError):
+                if source is None or code is None:
+                    return None
+                hit = self._span_miss(spans, key)
+            self.metrics.count_cells(hit[1], n)
+            return hit[0]
         except Exception:
             self._internal_error("traces")
             return None
+
+    def _span_miss(self, spans: _SpanCache, key: _SpanKey) -> _SpanHit:
+        """Resolve ``key`` with the cache's own codebook; remember it when it is cacheable."""
+        book, cache = spans
+        source, code, subcode, message = key
+        res = book.resolve(source, code, subcode, message)
+        metrics = self.metrics
+        cells = metrics.code_cells(book, res, source, code, subcode)
+        hit = (res.attributes, cells, metrics.count_lock)
+        if cacheable(source, code, subcode, message):
+            if len(cache) >= SPAN_CACHE_SIZE:
+                cache.clear()  # hostile or high-variety input: start over rather than grow
+            cache[key] = hit
+        return hit
 
     def point_labels(
         self, attributes: Mapping[str, object]
@@ -116,6 +164,9 @@ class Enricher:
     def swap(self, book: Codebook) -> None:
         """Use ``book`` from now on (an already loaded and validated codebook)."""
         self._book = book
+        # One assignment swaps the codebook and its span cache together: a miss resolved with
+        # the old codebook can only land in the old cache.
+        self._spans = (book, {})
         self.metrics.set_codebook(book)
 
     def reload(self) -> bool:

@@ -57,6 +57,10 @@ class _Series:
         self.value = 0.0
 
 
+# The series one span with a given code increments (opaque outside this module).
+CodeCells = tuple[_Series, ...]
+
+
 @dataclass
 class _Family:
     name: str
@@ -207,9 +211,32 @@ class CodebookMetrics:
             cells = self._cells[(res, source, code, subcode)]
         except (KeyError, TypeError):
             cells = self._code_cells(book, res, source, code, subcode)
-        with self._lock:
+        self.count_cells(cells, n)
+
+    def code_cells(
+        self, book: Codebook, res: Resolution, source: object, code: object, subcode: object
+    ) -> CodeCells:
+        """The series :meth:`count_code` increments; never removed, so a caller may keep them."""
+        try:
+            return self._cells[(res, source, code, subcode)]
+        except (KeyError, TypeError):
+            return self._code_cells(book, res, source, code, subcode)
+
+    def count_cells(self, cells: CodeCells, n: int = 1) -> None:
+        """Add ``n`` to series :meth:`code_cells` returned: the per-span counting step."""
+        # acquire/release, not ``with``: the context manager protocol costs as much again.
+        lock = self._lock
+        lock.acquire()
+        try:
             for cell in cells:
                 cell.value += n
+        finally:
+            lock.release()
+
+    @property
+    def count_lock(self) -> threading.Lock:
+        """The lock :meth:`count_cells` holds; a hot path that inlines it must hold it too."""
+        return self._lock
 
     def _code_cells(
         self, book: Codebook, res: Resolution, source: object, code: object, subcode: object

@@ -22,9 +22,12 @@ from exporter import (
     Enricher,
     load_codebook,
 )
-from exporter.processor import enriched_copy
+from exporter.enrich import SPAN_CACHE_SIZE
+from exporter.processor import _FAST_TYPES, enriched_copy
 
 INPROC = Path(__file__).parent / "testdata" / "mappings_inproc"
+# ReadableSpan() without a resource runs the resource detectors each time: share one.
+RESOURCE = Resource.create({"service.name": "processor-test"})
 CODE_LABELS = ("source", "code", "subcode", "category", "severity", "retryable", "owner")
 
 
@@ -286,6 +289,42 @@ def test_on_start_force_flush_shutdown_reach_every_downstream(book: Codebook) ->
     assert first.shutdowns == 1 and second.shutdowns == 1
 
 
+def test_single_downstream_hooks_reach_it_directly(book: Codebook) -> None:
+    """With one downstream, the SDK calls its on_start and _on_ending with no layer between."""
+    only = Recorder()
+    pipe = Pipeline(book, only)
+    pipe.span({"provider.source": "test.sms", "provider.code": "1"})
+    assert pipe.processor.on_start == only.on_start
+    assert pipe.processor._on_ending == only._on_ending
+    assert len(only.started) == 1 and only.started == only.ending == pipe.before.started
+    assert only.ended[0].attributes["provider.category"] == "throttled"  # type: ignore[index]
+
+
+def test_subclass_hooks_are_not_bypassed(book: Codebook) -> None:
+    """A subclass that overrides on_start or _on_ending still has its override called."""
+
+    class Hooked(CodebookSpanProcessor):
+        def __init__(self, downstream: SpanProcessor, enricher: Enricher) -> None:
+            self.calls: list[str] = []
+            super().__init__(downstream, enricher)
+
+        def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+            self.calls.append("start")
+            super().on_start(span, parent_context)
+
+        def _on_ending(self, span: Span) -> None:
+            self.calls.append("ending")
+            super()._on_ending(span)
+
+    only = Recorder()
+    processor = Hooked(only, Enricher(book, CodebookMetrics()))
+    provider = TracerProvider(resource=RESOURCE)
+    provider.add_span_processor(processor)
+    provider.get_tracer("tests.hooked").start_span("send").end()
+    assert processor.calls == ["start", "ending"]
+    assert len(only.started) == len(only.ending) == len(only.ended) == 1
+
+
 def test_multiple_downstream_get_the_same_copy(book: Codebook) -> None:
     """Every downstream processor receives the one enriched copy; the span is counted once."""
     first, second = Recorder(), Recorder()
@@ -363,9 +402,13 @@ COPY_CASES = [
     ("success-code", {"provider.source": "test.sms", "provider.code": "0"}, None, None),
     ("ok-status-kept", {"provider.source": "test.sms", "provider.code": "2"},
      Status(StatusCode.OK), None),
-    ("dropped-attributes", {"provider.source": "test.sms", "provider.code": "7", "a": 1, "b": 2},
+    # The oldest attribute ("a") is dropped; the code survives.
+    ("dropped-attributes", {"a": 1, "b": 2, "provider.source": "test.sms", "provider.code": "7"},
      None, SpanLimits(max_span_attributes=3)),
-    ("no-attributes", {}, None, None),
+    ("app-error-kept", {"provider.source": "test.sms", "provider.code": "1"},
+     Status(StatusCode.ERROR, "app says"), None),
+    ("subcode-int-code", {"provider.source": "test.calls", "provider.code": 999,
+                          "provider.subcode": 41}, None, None),
 ]
 COPY_PARAMS = [pytest.param(*c[1:], id=c[0]) for c in COPY_CASES] + [
     pytest.param({"provider.source": "test.sms", "provider.code": "1"}, None,
@@ -382,12 +425,18 @@ def test_fast_and_public_api_copies_agree(
     status: Status | None,
     limits: SpanLimits | None,
 ) -> None:
-    """enriched_copy's fast path and its public-API fallback produce identical spans."""
+    """on_end's fast copy and enriched_copy, the public-API copy, produce identical spans."""
     span = _ended_span(limits, attrs, status)
-    extra = book.resolve(attrs.get("provider.source"), attrs.get("provider.code")).attributes
-    fast = enriched_copy(span, extra, fast=True)
-    slow = enriched_copy(span, extra, fast=False)
-    assert fast.to_json() == slow.to_json()
+    before = dict(span.attributes or {})
+    recorder = Recorder()
+    CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics())).on_end(span)
+    (fast,) = recorder.ended
+    assert type(span) in _FAST_TYPES and "_counts" not in vars(fast)  # the fast path ran
+    extra = book.resolve(attrs.get("provider.source"), attrs.get("provider.code"),
+                         attrs.get("provider.subcode")).attributes
+    slow = enriched_copy(span, extra)
+    assert vars(slow)["_counts"] is not None
+    assert fast is not span and fast.to_json() == slow.to_json()
     for field in ("name", "context", "parent", "kind", "start_time", "end_time", "resource",
                   "instrumentation_scope", "events", "links", "dropped_attributes",
                   "dropped_events", "dropped_links"):
@@ -395,10 +444,53 @@ def test_fast_and_public_api_copies_agree(
     assert (fast.status.status_code, fast.status.description) == (
         slow.status.status_code, slow.status.description
     )
-    assert dict(fast.attributes or {}) == dict(slow.attributes or {}) == {
-        **dict(span.attributes or {}), **extra
+    assert dict(fast.attributes or {}) == dict(slow.attributes or {}) == {**before, **extra}
+    assert dict(span.attributes or {}) == before  # the span the SDK handed over is untouched
+    assert fast.dropped_attributes == span.dropped_attributes == (1 if "a" in attrs else 0)
+
+
+def test_span_enriched_twice_keeps_dropped_counts(book: Codebook) -> None:
+    """Two Codebook processors in a row: the second copy keeps the original dropped counts."""
+    attrs = {"a": 1, "b": 2, "provider.source": "test.sms", "provider.code": "7"}
+    span = _ended_span(SpanLimits(max_span_attributes=3, max_events=1), attrs, None)
+    recorder = Recorder()
+    inner = CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics()))
+    CodebookSpanProcessor(inner, Enricher(book, CodebookMetrics())).on_end(span)
+    (out,) = recorder.ended
+    assert (out.dropped_attributes, out.dropped_events, out.dropped_links) == (1, 1, 0)
+    assert dict(out.attributes or {}) == {
+        **dict(span.attributes or {}), **book.resolve("test.sms", "7").attributes
     }
-    assert fast.dropped_attributes == span.dropped_attributes
+
+
+class SparseSpan(ReadableSpan):
+    """A span class whose instance state lacks a ReadableSpan field (as a future SDK might)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        del self._instrumentation_info
+
+
+@pytest.mark.parametrize("span_class", [ReadableSpan, SparseSpan], ids=["fast", "public-api"])
+def test_direct_spans_copied_with_fresh_unset_status(
+    book: Codebook, span_class: type[ReadableSpan]
+) -> None:
+    """A span built directly (its own UNSET status, plain dict attributes) is copied right;
+    a class the probe refuses takes the public-API copy."""
+    attrs = {"provider.source": "test.sms", "provider.code": "1", "app": "x"}
+    span = span_class(name="send", resource=RESOURCE, attributes=attrs,
+                      status=Status(StatusCode.UNSET))
+    recorder = Recorder()
+    CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics())).on_end(span)
+    (out,) = recorder.ended
+    assert out is not span and dict(span.attributes or {}) == attrs
+    assert (span_class in _FAST_TYPES) is (span_class is ReadableSpan)
+    assert ("_counts" in vars(out)) is (span_class is SparseSpan)
+    assert dict(out.attributes or {}) == {**attrs, **book.resolve("test.sms", "1").attributes}
+    assert (out.status.status_code, out.status.description) == (
+        StatusCode.ERROR, "provider code: throttled"
+    )
+    assert span.status.status_code is StatusCode.UNSET
 
 
 def test_concurrent_spans_counted_exactly(book: Codebook) -> None:
@@ -464,6 +556,68 @@ def test_reload_under_load_loses_no_counts(book: Codebook) -> None:
         for o in ("success", "failure")
     )
     assert outcomes == len(reloads)
+
+
+RELOAD_TABLE = """schema: 1
+source: test.cache
+title: Span cache test
+version: "{version}"
+entries:
+  - code: "1"
+    category: {category}
+    description: Status one
+    doc: {{en: one}}
+"""
+
+
+def test_span_cache_follows_reload(tmp_path: Path) -> None:
+    """After a reload, a code seen before resolves and counts by the new mappings."""
+    (tmp_path / "cache.yaml").write_text(RELOAD_TABLE.format(version=1, category="throttled"))
+    enricher = Enricher(metrics=CodebookMetrics(zero_series=False), mapping_dirs=[tmp_path],
+                        builtin=False)
+    recorder = Recorder()
+    pipe = Pipeline(enricher.book, recorder, enricher=enricher)
+    attrs = {"provider.source": "test.cache", "provider.code": "1"}
+    for _ in range(2):
+        pipe.span(attrs)
+    (tmp_path / "cache.yaml").write_text(RELOAD_TABLE.format(version=2, category="auth"))
+    assert enricher.reload() is True
+    pipe.span(attrs)
+    categories = [dict(s.attributes or {})["provider.category"] for s in recorder.ended]
+    assert categories == ["throttled", "throttled", "auth"]
+    assert pipe.codes(_labels("test.cache", "1", "", "throttled", "warning", "with_backoff",
+                              "our_app")) == 2.0
+    assert pipe.codes(_labels("test.cache", "1", "", "auth", "critical", "no",
+                              "our_config")) == 1.0
+
+
+def test_span_cache_miss_lands_in_its_own_generation(book: Codebook) -> None:
+    """A miss resolved with the codebook of before a swap is remembered only in the old cache."""
+    enricher = Enricher(book, CodebookMetrics())
+    before = enricher._spans
+    enricher.swap(load_codebook([INPROC], builtin=False))
+    key = ("test.sms", "1", None, None)
+    enricher._span_miss(before, key)
+    assert key in before[1]
+    assert enricher._spans[0] is enricher.book and key not in enricher._spans[1]
+
+
+def test_span_cache_stays_bounded_and_counts_exact(book: Codebook) -> None:
+    """Distinct codes never grow the span cache past its size; uncacheable ones never enter."""
+    enricher = Enricher(book, CodebookMetrics(zero_series=False))
+    n = 2 * SPAN_CACHE_SIZE + 10
+    for i in range(n):
+        assert enricher.enrich_span({"provider.source": "test.sms", "provider.code": i}) is not None
+    assert 0 < len(enricher._spans[1]) <= SPAN_CACHE_SIZE
+    enricher.swap(book)
+    long_code = "1" + " " * 300  # longer than any cache key may be
+    for value in (long_code, b"1", bytearray(b"1")):
+        for _ in range(3):
+            extra = enricher.enrich_span({"provider.source": "test.sms", "provider.code": value})
+            assert extra is not None and extra["provider.category"] == "throttled"
+    assert enricher._spans[1] == {}
+    throttled = _labels("test.sms", "1", "", "throttled", "warning", "with_backoff", "our_app")
+    assert enricher.metrics.value("provider_codes_total", throttled) == 10.0  # 1 of n, and 9
 
 
 def _builtin() -> Codebook:
