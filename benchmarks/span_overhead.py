@@ -24,7 +24,8 @@ Each span is start_span + end with four attributes: the bare SDK cost, so the pe
 an upper bound for spans that do real work. The exporter counts what it receives and a
 dropped span is reported. Bounded: ``--pairs`` pairs per share at most, and no new round after
 ``--max-seconds`` (default run ~20 s). Nothing is asserted; the goals are printed beside the
-figures.
+figures. Last, ``on_end`` is timed alone over spans the SDK already ended (the processor's own
+work, without the pipeline's allocation and scheduling effects), as a noise-free reference.
 Run: python benchmarks/span_overhead.py [--spans N] [--pairs P] [--max-seconds S] [--seed X]
 """
 
@@ -131,6 +132,45 @@ def _attributes(n: int, share: float, codes: list[tuple[str, object]]) -> list[d
     return out
 
 
+class _Keep(SpanProcessor):
+    """Keeps every ended span (the SDK's own per-on_end snapshots)."""
+
+    def __init__(self) -> None:
+        self.spans: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.spans.append(span)
+
+
+def _processor_cost(book: Codebook, blocks: dict[float, list[dict[str, object]]],
+                    repeats: int) -> dict[float, float]:
+    """CPU seconds per span of CodebookSpanProcessor.on_end alone, by share (median).
+
+    The processor's own work (resolve, count, copy) over spans the SDK already ended, with a
+    downstream that does nothing: the part of the overhead that is Codebook's code, free of
+    the pipeline's allocation and scheduling effects that make the side-by-side figure noisy.
+    """
+    out: dict[float, float] = {}
+    processor = CodebookSpanProcessor(SpanProcessor(), Enricher(book, CodebookMetrics()))
+    for share, attrs in blocks.items():
+        keep = _Keep()
+        provider = TracerProvider()
+        provider.add_span_processor(keep)
+        start_span = provider.get_tracer("bench").start_span
+        for a in attrs:
+            start_span("send", attributes=a).end()  # type: ignore[arg-type]
+        on_end = processor.on_end
+        samples = []
+        for _ in range(repeats):
+            c0 = time.process_time()
+            for span in keep.spans:
+                on_end(span)
+            samples.append((time.process_time() - c0) / len(keep.spans))
+        out[share] = statistics.median(samples)
+        provider.shutdown()
+    return out
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -194,6 +234,12 @@ def main() -> int:
         base_us = statistics.median(base_cpu[share]) * 1e6 / spans
         line.append(f"(baseline CPU {base_us:.1f} us/span)")
         print("  ".join(line) + f"  goal <= {goal:.0f}%: {verdict}")
+    own = _processor_cost(book, blocks, repeats=15)
+    print("CodebookSpanProcessor.on_end alone (CPU per span, % of the baseline span's CPU): "
+          + ", ".join(
+              f"{share:.0%} {own[share] * 1e6:.2f} us "
+              f"({own[share] * spans / statistics.median(base_cpu[share]) * 100:.1f}%)"
+              for share, _ in SHARES))
     for side in (base, cb):
         if side.exporter.exported != side.ended:
             print(f"WARNING: {side.name} exported {side.exporter.exported} of {side.ended} spans")
