@@ -134,8 +134,28 @@ def baseline_grpc() -> None:
 # -- driver ------------------------------------------------------------------------------------
 
 
+def sidecar_cwd() -> tuple[Path, bool]:
+    """Where to start ``python -m exporter``, and whether its C wire path loads there.
+
+    The installed package (``pip install .`` builds the extension) is preferred: from the
+    repository root the source tree would shadow it, and the source tree has no compiled
+    extension unless the tests placed one there.
+    """
+    probe = "import exporter.otlp as o; print(o._wire is not None)"
+    for cwd in (Path(tempfile.gettempdir()), REPO):
+        out = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True,
+                             text=True, timeout=60)
+        if out.returncode == 0:
+            return cwd, out.stdout.strip() == "True"
+    raise SystemExit("cannot import exporter: pip install . first")
+
+
+SIDECAR_CWD = REPO  # set by main()
+
+
 def start(cmd: list[str]) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    cwd = SIDECAR_CWD if cmd[1:3] == ["-m", "exporter"] else REPO
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
@@ -256,6 +276,8 @@ def main() -> None:
     if args.baseline_server == "grpc":
         baseline_grpc()
         return
+    global SIDECAR_CWD
+    SIDECAR_CWD, wire = sidecar_cwd()
     body = build_batch()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
@@ -267,7 +289,8 @@ def main() -> None:
             "metrics: {endpoint: '127.0.0.1:0'}\n"
         )
         print(f"batch: {BATCH} spans, {len(body)} bytes; {CONNECTIONS} connections; "
-              f"{os.cpu_count()} cores; best of {args.rounds} alternating rounds")
+              f"{os.cpu_count()} cores; best of {args.rounds} alternating rounds; sidecar from "
+              f"{SIDECAR_CWD}, C wire path {'on' if wire else 'OFF (message path)'}")
         for transport in ("http", "grpc"):
             best: dict[str, dict[str, float]] = {}
             for _ in range(args.rounds):
