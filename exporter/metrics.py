@@ -207,11 +207,7 @@ class CodebookMetrics:
         n: int = 1,
     ) -> None:
         """Count ``n`` spans carrying one provider code (``res`` is what ``book`` resolved)."""
-        try:
-            cells = self._cells[(res, source, code, subcode)]
-        except (KeyError, TypeError):
-            cells = self._code_cells(book, res, source, code, subcode)
-        self.count_cells(cells, n)
+        self.count_cells(self.code_cells(book, res, source, code, subcode), n)
 
     def code_cells(
         self, book: Codebook, res: Resolution, source: object, code: object, subcode: object

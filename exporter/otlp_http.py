@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
@@ -131,15 +131,12 @@ def _hex_ids_to_base64(doc: Any) -> None:
             stack.extend(v for v in node if isinstance(v, (dict, list)))
 
 
-def parse(signal: str, body: bytes, as_json: bool) -> Message:
-    """Parse an export request of ``signal`` from protobuf or OTLP/JSON bytes."""
+def parse_json(signal: str, body: bytes) -> Message:
+    """Parse an export request of ``signal`` from OTLP/JSON bytes.
+
+    Protobuf bodies go to :meth:`OtlpIntake.export_protobuf`, which parses (or walks) them.
+    """
     msg = REQUEST_TYPES[signal]()
-    if not as_json:
-        try:
-            msg.ParseFromString(body)
-        except (DecodeError, RecursionError, ValueError) as exc:
-            raise BadPayload(400, "malformed", f"invalid protobuf: {exc}") from None
-        return msg
     try:
         doc = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -207,7 +204,7 @@ class OtlpHttpApp:
             encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
             body = decompress(raw, encoding, self.max_request_bytes)
             if as_json:
-                request: Any = parse(signal, body, as_json)
+                request: Any = parse_json(signal, body)
                 result = self.intake.export(signal, request, "http", body, raw_is_protobuf=False)
             else:
                 try:
