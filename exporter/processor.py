@@ -20,8 +20,13 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from .codebook import ATTR_CODE, ATTR_ERROR_TYPE
+from .codebook import ATTR_CODE, ATTR_ERROR_TYPE, ATTR_MESSAGE, ATTR_SOURCE, ATTR_SUBCODE
 from .enrich import Enricher
+
+try:  # the C fast path of on_end (optional: built by pip install, see setup.py)
+    from . import _hot
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _hot = None  # type: ignore[assignment]
 
 _log = logging.getLogger(__name__)
 
@@ -153,6 +158,30 @@ class CodebookSpanProcessor(SpanProcessor):
             self.on_start = self._starts[0]  # type: ignore[method-assign]
         if len(self._endings) == 1 and cls._on_ending is CodebookSpanProcessor._on_ending:
             self._on_ending = self._endings[0]  # type: ignore[method-assign]
+        # The C fast path (exporter/_hot.c) takes the common cases of on_end without a Python
+        # frame and hands everything else to the Python on_end below, which stays the
+        # reference: tests hold the two to the same output and counts.
+        self.c_fast_path = False
+        if (
+            _hot is not None
+            and _BOUNDED is not None
+            and cls.on_end is CodebookSpanProcessor.on_end
+            and type(self.enricher).enrich_span is Enricher.enrich_span  # it inlines this
+        ):
+            self.on_end = _hot.SpanHook(  # type: ignore[method-assign]
+                self.enricher,
+                self._ends,
+                self._on_end_python,
+                self._fail,
+                ReadableSpan,
+                _BOUNDED,
+                _EnrichedSpan,
+                (ATTR_SOURCE, ATTR_CODE, ATTR_SUBCODE, ATTR_MESSAGE, ATTR_ERROR_TYPE),
+                _DEFAULT_STATUS,
+                _UNSET,
+                _error_status,
+            )
+            self.c_fast_path = True
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         for start in self._starts:
@@ -163,6 +192,9 @@ class CodebookSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
+        self._on_end_python(span)
+
+    def _on_end_python(self, span: ReadableSpan) -> None:
         # One frame per span (plus enrich_span for a code): each helper call inlined here
         # measured about 1% of a bare SDK span (benchmarks/span_overhead.py, 100% codes).
         out = span
@@ -213,10 +245,14 @@ class CodebookSpanProcessor(SpanProcessor):
             except Exception:
                 self._fail()
 
-    def _fail(self) -> None:
+    def _fail(self, exc: BaseException | None = None) -> None:
+        """Log the first failure (``exc``, or the exception being handled) and count each."""
         if not self._logged:
             self._logged = True
-            _log.exception("codebook: span processing failed; the span passes through as is")
+            _log.error(
+                "codebook: span processing failed; the span passes through as is",
+                exc_info=exc if exc is not None else True,
+            )
         self.enricher.metrics.telemetry_dropped("traces", "internal_error")
 
     def shutdown(self) -> None:

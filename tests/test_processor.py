@@ -22,6 +22,7 @@ from exporter import (
     Enricher,
     load_codebook,
 )
+from exporter import processor as processor_module
 from exporter.enrich import SPAN_CACHE_SIZE
 from exporter.processor import _FAST_TYPES, enriched_copy
 
@@ -72,6 +73,16 @@ class ExplodingEnricher(Enricher):
 
     def enrich_span(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
         raise RuntimeError("enricher is broken")
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def on_end_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs against both on_end paths: the C one (exporter/_hot.c) and Python's."""
+    if request.param == "python":
+        monkeypatch.setattr(processor_module, "_hot", None)
+    elif processor_module._hot is None:
+        pytest.skip("exporter._hot is not built (pip install . builds it)")
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -431,7 +442,7 @@ def test_fast_and_public_api_copies_agree(
     recorder = Recorder()
     CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics())).on_end(span)
     (fast,) = recorder.ended
-    assert type(span) in _FAST_TYPES and "_counts" not in vars(fast)  # the fast path ran
+    assert "_counts" not in vars(fast)  # a fast copy (C or Python), not the public-API one
     extra = book.resolve(attrs.get("provider.source"), attrs.get("provider.code"),
                          attrs.get("provider.subcode")).attributes
     slow = enriched_copy(span, extra)
@@ -484,7 +495,7 @@ def test_direct_spans_copied_with_fresh_unset_status(
     CodebookSpanProcessor(recorder, Enricher(book, CodebookMetrics())).on_end(span)
     (out,) = recorder.ended
     assert out is not span and dict(span.attributes or {}) == attrs
-    assert (span_class in _FAST_TYPES) is (span_class is ReadableSpan)
+    assert span_class not in _FAST_TYPES or span_class is ReadableSpan
     assert ("_counts" in vars(out)) is (span_class is SparseSpan)
     assert dict(out.attributes or {}) == {**attrs, **book.resolve("test.sms", "1").attributes}
     assert (out.status.status_code, out.status.description) == (
@@ -657,3 +668,18 @@ def test_builtin_mappings_through_pipeline(
               "retryable": str(out.attributes["provider.retryable"]),
               "owner": str(out.attributes["provider.owner"])}
     assert pipe.codes(labels) == 1.0
+
+
+def test_c_path_installed_only_where_it_is_equivalent(book: Codebook, on_end_path: str) -> None:
+    """The C on_end replaces the Python one only for the class's own on_end and enrich_span."""
+
+    class OwnOnEnd(CodebookSpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            super().on_end(span)
+
+    plain = CodebookSpanProcessor(Recorder(), Enricher(book, CodebookMetrics()))
+    assert plain.c_fast_path is (on_end_path == "c")
+    assert OwnOnEnd(Recorder(), Enricher(book, CodebookMetrics())).c_fast_path is False
+    exploding = ExplodingEnricher(book, CodebookMetrics())
+    assert CodebookSpanProcessor(Recorder(), exploding).c_fast_path is False
+    assert CodebookSpanProcessor(Recorder()).c_fast_path is (on_end_path == "c")

@@ -1,0 +1,354 @@
+/* The span processor's per-span fast path: CodebookSpanProcessor.on_end without a Python frame.
+ *
+ * SpanHook(enricher, ends, slow, fail, readable_type, bounded_type, enriched_type, keys,
+ *          default_status, unset_code, error_status) is installed by processor.py as the
+ * processor's on_end when this extension is built. Called as hook(span), it does what the
+ * Python on_end does for the two common cases and nothing else:
+ *
+ *  - the span carries no provider.code: every downstream on_end gets the same span object;
+ *  - the span is a plain ReadableSpan (the SDK's per-on_end snapshot) whose attributes are a
+ *    BoundedAttributes that dropped nothing (or a dict), and its (source, code, subcode,
+ *    message) is in the enricher's span cache of the current codebook generation: the hit's
+ *    series are counted under the hit's lock, and every downstream gets the enriched copy,
+ *    built exactly as the Python fast copy builds it (the span's instance dict copied, with
+ *    the merged attributes and, for an error category when the status is UNSET, the
+ *    category's ERROR status from error_status(category)).
+ *
+ * Everything else (another span class, a cache miss, an unhashable value, dropped attributes,
+ * any unexpected shape or failure before counting) is handed whole to slow(span), the Python
+ * on_end, which counts, copies and forwards it itself; nothing is counted twice because the
+ * hand-over happens before this path counts. A downstream that raises is reported through
+ * fail(exception) and the next downstream still gets the span. The hook never raises.
+ *
+ * keys: (provider.source, provider.code, provider.subcode, provider.message, error.type).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *enricher, *ends, *slow, *fail;
+    PyTypeObject *readable_type, *bounded_type, *enriched_type;
+    PyObject *k_source, *k_code, *k_subcode, *k_message, *k_error;
+    PyObject *default_status, *unset_code, *error_status;
+} SpanHook;
+
+/* Interned attribute names, created once at import. */
+static PyObject *s_attributes, *s_dict, *s_dropped, *s_spans, *s_status_code, *s_value,
+    *s_acquire, *s_release, *s_status, *empty_tuple, *one;
+
+/* Report the pending exception through fail(exc); never leaves an exception set. */
+static void report(SpanHook *h) {
+    PyObject *exc = NULL, *tb = NULL, *type = NULL;
+    PyErr_Fetch(&type, &exc, &tb);
+    PyErr_NormalizeException(&type, &exc, &tb);
+    if (exc != NULL && tb != NULL) PyException_SetTraceback(exc, tb);
+    PyObject *r = PyObject_CallOneArg(h->fail, exc != NULL ? exc : Py_None);
+    Py_XDECREF(r);
+    PyErr_Clear(); /* fail() itself never raises; if it somehow did, do not propagate */
+    Py_XDECREF(type);
+    Py_XDECREF(exc);
+    Py_XDECREF(tb);
+}
+
+static PyObject *forward(SpanHook *h, PyObject *span) {
+    Py_ssize_t n = PyTuple_GET_SIZE(h->ends);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = PyObject_CallOneArg(PyTuple_GET_ITEM(h->ends, i), span);
+        if (r == NULL)
+            report(h);
+        else
+            Py_DECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *hand_over(SpanHook *h, PyObject *span) {
+    PyErr_Clear();
+    PyObject *r = PyObject_CallOneArg(h->slow, span);
+    if (r == NULL) report(h); /* the Python on_end never raises; this is only a backstop */
+    Py_XDECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* Add 1 to every cell's ``value`` under ``lock``; 0 on success, -1 with an exception set. */
+static int count(PyObject *cells, PyObject *lock) {
+    PyObject *r = PyObject_CallMethodNoArgs(lock, s_acquire);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    int rc = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(cells);
+    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
+        PyObject *cell = PyTuple_GET_ITEM(cells, i);
+        PyObject *v = PyObject_GetAttr(cell, s_value);
+        if (v == NULL) {
+            rc = -1;
+            break;
+        }
+        PyObject *nv = PyFloat_CheckExact(v) ? PyFloat_FromDouble(PyFloat_AS_DOUBLE(v) + 1.0)
+                                             : PyNumber_Add(v, one);
+        Py_DECREF(v);
+        if (nv == NULL || PyObject_SetAttr(cell, s_value, nv) < 0) rc = -1;
+        Py_XDECREF(nv);
+    }
+    PyObject *exc_t = NULL, *exc_v = NULL, *exc_tb = NULL;
+    if (rc < 0) PyErr_Fetch(&exc_t, &exc_v, &exc_tb);
+    r = PyObject_CallMethodNoArgs(lock, s_release);
+    if (rc < 0) PyErr_Restore(exc_t, exc_v, exc_tb);
+    if (r == NULL) return -1;
+    Py_DECREF(r);
+    return rc;
+}
+
+/* The enriched copy of span (a plain ReadableSpan), or NULL with an exception set. */
+static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *extra) {
+    PyObject *state = NULL, *fields = NULL, *merged = NULL, *out = NULL, *status = NULL;
+    state = PyObject_GenericGetDict(span, NULL);
+    if (state == NULL || !PyDict_CheckExact(state)) goto done;
+    fields = PyDict_Copy(state);
+    if (fields == NULL) goto done;
+    merged = PyDict_Copy(raw);
+    if (merged == NULL || PyDict_Update(merged, extra) < 0) goto done;
+    if (PyDict_SetItem(fields, s_attributes, merged) < 0) goto done;
+    PyObject *error_type = PyDict_GetItemWithError(extra, h->k_error); /* borrowed */
+    if (error_type == NULL && PyErr_Occurred()) goto done;
+    if (error_type != NULL) {
+        PyObject *current = PyDict_GetItemWithError(fields, s_status); /* borrowed */
+        if (current == NULL) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "_status");
+            goto done;
+        }
+        int unset = current == h->default_status;
+        if (!unset) {
+            PyObject *code = PyObject_GetAttr(current, s_status_code);
+            if (code == NULL) goto done;
+            unset = code == h->unset_code;
+            Py_DECREF(code);
+        }
+        if (unset) {
+            status = PyObject_CallOneArg(h->error_status, error_type);
+            if (status == NULL || PyDict_SetItem(fields, s_status, status) < 0) goto done;
+        }
+    }
+    out = h->enriched_type->tp_new(h->enriched_type, empty_tuple, NULL);
+    if (out != NULL && PyObject_GenericSetDict(out, fields, NULL) < 0) Py_CLEAR(out);
+done:
+    if (out == NULL && !PyErr_Occurred())
+        PyErr_SetString(PyExc_TypeError, "codebook: unexpected span state");
+    Py_XDECREF(state);
+    Py_XDECREF(fields);
+    Py_XDECREF(merged);
+    Py_XDECREF(status);
+    return out;
+}
+
+static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
+                           PyObject *kwnames) {
+    SpanHook *h = (SpanHook *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL)
+        return PyObject_Vectorcall(h->slow, args, nargsf, kwnames); /* not the SDK's call */
+    PyObject *span = args[0];
+    if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
+
+    PyObject *attrs = NULL, *raw = NULL, *spans = NULL, *key = NULL, *copy = NULL;
+    PyObject *result = NULL;
+    attrs = PyObject_GetAttr(span, s_attributes);
+    if (attrs == NULL) goto slow;
+    if (Py_TYPE(attrs) == h->bounded_type) {
+        raw = PyObject_GetAttr(attrs, s_dict);
+        if (raw == NULL) goto slow;
+    } else if (PyDict_CheckExact(attrs)) {
+        raw = Py_NewRef(attrs);
+    } else {
+        goto slow;
+    }
+    if (!PyDict_CheckExact(raw)) goto slow;
+    PyObject *code = PyDict_GetItemWithError(raw, h->k_code); /* borrowed, like the rest */
+    if (code == NULL) {
+        if (PyErr_Occurred()) goto slow;
+        result = forward(h, span); /* no provider code: the same object goes downstream */
+        goto done;
+    }
+    PyObject *vals[4] = {h->k_source, NULL, h->k_subcode, h->k_message};
+    for (int i = 0; i < 4; i++) {
+        if (i == 1) {
+            vals[i] = code;
+            continue;
+        }
+        PyObject *v = PyDict_GetItemWithError(raw, vals[i]);
+        if (v == NULL && PyErr_Occurred()) goto slow;
+        vals[i] = v != NULL ? v : Py_None;
+    }
+    spans = PyObject_GetAttr(h->enricher, s_spans);
+    if (spans == NULL || !PyTuple_CheckExact(spans) || PyTuple_GET_SIZE(spans) != 2) goto slow;
+    PyObject *cache = PyTuple_GET_ITEM(spans, 1);
+    if (!PyDict_CheckExact(cache)) goto slow;
+    key = PyTuple_Pack(4, vals[0], vals[1], vals[2], vals[3]);
+    if (key == NULL) goto slow;
+    PyObject *hit = PyDict_GetItemWithError(cache, key); /* TypeError when unhashable */
+    if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3) goto slow;
+    PyObject *extra = PyTuple_GET_ITEM(hit, 0), *cells = PyTuple_GET_ITEM(hit, 1);
+    if (!PyDict_CheckExact(extra) || !PyTuple_CheckExact(cells)) goto slow;
+    if (attrs != raw) { /* a BoundedAttributes: the copy keeps no count, so it must be 0 */
+        PyObject *dropped = PyObject_GetAttr(attrs, s_dropped);
+        if (dropped == NULL) goto slow;
+        int zero = PyLong_CheckExact(dropped) && PyLong_AsLong(dropped) == 0;
+        Py_DECREF(dropped);
+        if (!zero) goto slow;
+    }
+    Py_INCREF(hit); /* the cache may be cleared by another thread while we use it */
+    copy = enriched(h, span, raw, extra);
+    if (copy == NULL) {
+        Py_DECREF(hit);
+        goto slow;
+    }
+    if (count(cells, PyTuple_GET_ITEM(hit, 2)) < 0) report(h); /* still forwarded */
+    Py_DECREF(hit);
+    result = forward(h, copy);
+    goto done;
+slow:
+    result = hand_over(h, span);
+done:
+    Py_XDECREF(attrs);
+    Py_XDECREF(raw);
+    Py_XDECREF(spans);
+    Py_XDECREF(key);
+    Py_XDECREF(copy);
+    return result;
+}
+
+static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *enricher, *ends, *slow, *fail, *readable, *bounded, *enriched_t, *keys,
+        *default_status, *unset_code, *error_status;
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
+        PyErr_SetString(PyExc_TypeError, "SpanHook takes positional arguments only");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!OOO:SpanHook", &enricher, &PyTuple_Type, &ends,
+                          &slow, &fail, &PyType_Type, &readable, &PyType_Type, &bounded,
+                          &PyType_Type, &enriched_t, &PyTuple_Type, &keys, &default_status,
+                          &unset_code, &error_status))
+        return NULL;
+    if (PyTuple_GET_SIZE(keys) != 5) {
+        PyErr_SetString(PyExc_ValueError, "SpanHook: keys must be 5 strings");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < 5; i++) {
+        if (!PyUnicode_CheckExact(PyTuple_GET_ITEM(keys, i))) {
+            PyErr_SetString(PyExc_TypeError, "SpanHook: keys must be 5 strings");
+            return NULL;
+        }
+    }
+    if (!PyType_IsSubtype((PyTypeObject *)enriched_t, (PyTypeObject *)readable)) {
+        PyErr_SetString(PyExc_TypeError, "SpanHook: enriched_type must subclass readable_type");
+        return NULL;
+    }
+    SpanHook *h = (SpanHook *)type->tp_alloc(type, 0);
+    if (h == NULL) return NULL;
+    h->vectorcall = hook_call;
+    h->enricher = Py_NewRef(enricher);
+    h->ends = Py_NewRef(ends);
+    h->slow = Py_NewRef(slow);
+    h->fail = Py_NewRef(fail);
+    h->readable_type = (PyTypeObject *)Py_NewRef(readable);
+    h->bounded_type = (PyTypeObject *)Py_NewRef(bounded);
+    h->enriched_type = (PyTypeObject *)Py_NewRef(enriched_t);
+    h->k_source = Py_NewRef(PyTuple_GET_ITEM(keys, 0));
+    h->k_code = Py_NewRef(PyTuple_GET_ITEM(keys, 1));
+    h->k_subcode = Py_NewRef(PyTuple_GET_ITEM(keys, 2));
+    h->k_message = Py_NewRef(PyTuple_GET_ITEM(keys, 3));
+    h->k_error = Py_NewRef(PyTuple_GET_ITEM(keys, 4));
+    h->default_status = Py_NewRef(default_status);
+    h->unset_code = Py_NewRef(unset_code);
+    h->error_status = Py_NewRef(error_status);
+    return (PyObject *)h;
+}
+
+static int hook_traverse(SpanHook *h, visitproc visit, void *arg) {
+    Py_VISIT(h->enricher);
+    Py_VISIT(h->ends);
+    Py_VISIT(h->slow);
+    Py_VISIT(h->fail);
+    Py_VISIT(h->readable_type);
+    Py_VISIT(h->bounded_type);
+    Py_VISIT(h->enriched_type);
+    Py_VISIT(h->default_status);
+    Py_VISIT(h->unset_code);
+    Py_VISIT(h->error_status);
+    return 0;
+}
+
+static int hook_clear(SpanHook *h) {
+    Py_CLEAR(h->enricher);
+    Py_CLEAR(h->ends);
+    Py_CLEAR(h->slow);
+    Py_CLEAR(h->fail);
+    Py_CLEAR(h->readable_type);
+    Py_CLEAR(h->bounded_type);
+    Py_CLEAR(h->enriched_type);
+    Py_CLEAR(h->k_source);
+    Py_CLEAR(h->k_code);
+    Py_CLEAR(h->k_subcode);
+    Py_CLEAR(h->k_message);
+    Py_CLEAR(h->k_error);
+    Py_CLEAR(h->default_status);
+    Py_CLEAR(h->unset_code);
+    Py_CLEAR(h->error_status);
+    return 0;
+}
+
+static void hook_dealloc(SpanHook *h) {
+    PyObject_GC_UnTrack(h);
+    hook_clear(h);
+    Py_TYPE(h)->tp_free((PyObject *)h);
+}
+
+static PyMemberDef hook_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(SpanHook, vectorcall), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject SpanHookType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "exporter._hot.SpanHook",
+    .tp_basicsize = sizeof(SpanHook),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "SpanHook(...)(span): CodebookSpanProcessor.on_end's fast path (see _hot.c).",
+    .tp_new = hook_new,
+    .tp_traverse = (traverseproc)hook_traverse,
+    .tp_clear = (inquiry)hook_clear,
+    .tp_dealloc = (destructor)hook_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(SpanHook, vectorcall),
+    .tp_members = hook_members,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_hot", "The span processor's per-span fast path.", -1,
+    NULL, NULL, NULL, NULL, NULL,
+};
+
+static int intern(PyObject **slot, const char *text) {
+    *slot = PyUnicode_InternFromString(text);
+    return *slot == NULL ? -1 : 0;
+}
+
+PyMODINIT_FUNC PyInit__hot(void) {
+    if (intern(&s_attributes, "_attributes") < 0 || intern(&s_dict, "_dict") < 0 ||
+        intern(&s_dropped, "dropped") < 0 || intern(&s_spans, "_spans") < 0 ||
+        intern(&s_status_code, "status_code") < 0 || intern(&s_value, "value") < 0 ||
+        intern(&s_acquire, "acquire") < 0 || intern(&s_release, "release") < 0 ||
+        intern(&s_status, "_status") < 0)
+        return NULL;
+    empty_tuple = PyTuple_New(0);
+    one = PyLong_FromLong(1);
+    if (empty_tuple == NULL || one == NULL || PyType_Ready(&SpanHookType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    if (PyModule_AddObjectRef(m, "SpanHook", (PyObject *)&SpanHookType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,271 @@
+"""The C on_end (exporter/_hot.c) against the Python on_end: same spans out, same counts.
+
+Each case feeds the very same ReadableSpan (as the SDK hands it over) to two processors, one
+on each path, and compares everything a downstream or a scrape can see. Hypothesis generates
+attribute sets that mix mapped, unmapped, oddly typed and unhashable provider values, app-set
+statuses and attribute limits, so the C path's hand-over to Python is exercised as well as its
+own two cases.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, SpanProcessor, TracerProvider
+from opentelemetry.trace import Status, StatusCode
+
+from exporter import Codebook, CodebookMetrics, CodebookSpanProcessor, Enricher, load_codebook
+from exporter import processor as processor_module
+
+INPROC = Path(__file__).parent / "testdata" / "mappings_inproc"
+RESOURCE = Resource.create({"service.name": "hot-test"})
+BOOK: Codebook = load_codebook([INPROC], builtin=False)
+
+pytestmark = pytest.mark.skipif(
+    processor_module._hot is None and os.environ.get("CI") != "true",
+    reason="exporter._hot is not built (pip install . builds it)",
+)
+
+
+def test_extension_is_built() -> None:
+    """Under CI the C on_end must be built: a broken build fails here, not silently."""
+    assert processor_module._hot is not None
+    assert CodebookSpanProcessor(SpanProcessor()).c_fast_path is True
+
+
+class Keep(SpanProcessor):
+    def __init__(self) -> None:
+        self.ended: list[ReadableSpan] = []
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+class Pair:
+    """Two processors over the same mappings, one per on_end path, each with its own state."""
+
+    def __init__(self, book: Codebook = BOOK) -> None:
+        self.c_out, self.py_out = Keep(), Keep()
+        self.c = CodebookSpanProcessor(self.c_out, Enricher(book, CodebookMetrics()))
+        self.py = CodebookSpanProcessor(self.py_out, Enricher(book, CodebookMetrics()))
+        vars(self.py).pop("on_end")  # the class's Python on_end
+        assert self.c.c_fast_path and "on_end" not in vars(self.py)
+
+    def feed(self, span: ReadableSpan) -> tuple[ReadableSpan, ReadableSpan]:
+        before = (dict(span.attributes or {}), span.status)
+        self.c.on_end(span)
+        self.py.on_end(span)
+        assert (dict(span.attributes or {}), span.status) == before  # never mutated
+        return self.c_out.ended[-1], self.py_out.ended[-1]
+
+    def check(self, span: ReadableSpan) -> None:
+        c, py = self.feed(span)
+        assert type(c) is type(py)
+        assert (c is span) is (py is span)
+        assert view(c) == view(py)
+        assert (c.status.status_code, c.status.description) == (
+            py.status.status_code, py.status.description
+        )
+        for field in ("dropped_attributes", "dropped_events", "dropped_links"):
+            assert getattr(c, field) == getattr(py, field) == getattr(span, field), field
+
+    def same_metrics(self) -> None:
+        assert self.c.enricher.metrics.render() == self.py.enricher.metrics.render()
+
+
+FIELDS = ("name", "context", "parent", "kind", "start_time", "end_time", "resource",
+          "instrumentation_scope", "events", "links")
+
+
+def view(span: ReadableSpan) -> tuple[object, ...]:
+    """What an exporter reads of a span (to_json cannot encode bytes values)."""
+    return (*(getattr(span, f) for f in FIELDS), dict(span.attributes or {}),
+            span.status.status_code, span.status.description)
+
+
+def sdk_span(
+    attributes: Mapping[str, object],
+    status: Status | None = None,
+    limits: SpanLimits | None = None,
+) -> ReadableSpan:
+    """The ReadableSpan the SDK hands to on_end for one span."""
+    keep = Keep()
+    provider = TracerProvider(resource=RESOURCE, span_limits=limits)
+    provider.add_span_processor(keep)
+    span = provider.get_tracer("tests.hot").start_span("send", attributes=attributes)  # type: ignore[arg-type]
+    span.add_event("sent")
+    if status is not None:
+        span.set_status(status)
+    span.end()
+    return keep.ended[-1]
+
+
+NAMED = [
+    ("no-code", {"app": "x"}, None, None),
+    ("error-hit", {"provider.source": "test.sms", "provider.code": "1"}, None, None),
+    ("success", {"provider.source": "test.sms", "provider.code": "0"}, None, None),
+    ("int-alias", {"provider.source": "tsms", "provider.code": 1}, None, None),
+    ("subcode", {"provider.source": "test.calls", "provider.code": 999, "provider.subcode": 41},
+     None, None),
+    ("message", {"provider.source": "test.sms", "provider.code": "1",
+                 "provider.message": "Throttled"}, None, None),
+    ("unmapped", {"provider.source": "test.sms", "provider.code": "4242"}, None, None),
+    ("code-only", {"provider.code": "1"}, None, None),
+    ("ok-kept", {"provider.source": "test.sms", "provider.code": "1"}, Status(StatusCode.OK),
+     None),
+    ("app-error-kept", {"provider.source": "test.sms", "provider.code": "1"},
+     Status(StatusCode.ERROR, "app"), None),
+    ("explicit-unset", {"provider.source": "test.sms", "provider.code": "1"},
+     Status(StatusCode.UNSET), None),
+    ("stale-outputs", {"provider.source": "test.sms", "provider.code": "1",
+                       "provider.category": "success", "error.type": "x"}, None, None),
+    ("dropped", {"a": 1, "b": 2, "provider.source": "test.sms", "provider.code": "7"}, None,
+     SpanLimits(max_span_attributes=3)),
+    ("sequence-code", {"provider.source": "test.sms", "provider.code": ("1", "2")}, None, None),
+    ("huge-code", {"provider.source": "test.sms", "provider.code": "9" * 100_000}, None, None),
+]
+
+
+@pytest.mark.parametrize(("attrs", "status", "limits"), [c[1:] for c in NAMED],
+                         ids=[c[0] for c in NAMED])
+def test_named_cases_agree(
+    attrs: dict[str, object], status: Status | None, limits: SpanLimits | None
+) -> None:
+    pair = Pair()
+    for _ in range(3):  # a miss first, then cache hits
+        pair.check(sdk_span(attrs, status, limits))
+    pair.same_metrics()
+
+
+class OddSpan(ReadableSpan):
+    """Another ReadableSpan class: the C path hands it to Python."""
+
+
+@pytest.mark.parametrize("span_class", [ReadableSpan, OddSpan], ids=["readable", "subclass"])
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"provider.source": "test.sms", "provider.code": "1"},
+        {"provider.source": "test.sms", "provider.code": ["1"]},  # unhashable: no cache
+        {"provider.source": ["test.sms"], "provider.code": "1"},
+        {"app": "x"},
+    ],
+    ids=["plain-dict", "list-code", "list-source", "no-code"],
+)
+def test_directly_built_spans_agree(
+    span_class: type[ReadableSpan], attrs: dict[str, object]
+) -> None:
+    """Spans built with the public constructor (plain dict attributes, any values) agree."""
+    pair = Pair()
+    for _ in range(2):
+        pair.check(span_class(name="send", resource=RESOURCE, attributes=attrs))  # type: ignore[arg-type]
+    pair.same_metrics()
+
+
+def test_keyword_call_and_reload() -> None:
+    """on_end(span=...) works; after a swap the C path resolves by the new codebook."""
+    pair = Pair()
+    span = sdk_span({"provider.source": "test.sms", "provider.code": "1"})
+    pair.c.on_end(span=span)  # type: ignore[call-arg]
+    assert pair.c_out.ended[-1].attributes["provider.category"] == "throttled"  # type: ignore[index]
+    other = load_codebook([INPROC], builtin=False)
+    pair.c.enricher.swap(other)
+    pair.c.on_end(span)
+    assert pair.c.enricher._spans[0] is other and pair.c.enricher._spans[1]
+    assert pair.c.enricher.metrics.value(
+        "provider_codes_total",
+        {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
+         "severity": "warning", "retryable": "with_backoff", "owner": "our_app"},
+    ) == 2.0
+
+
+def test_failing_downstream_reported_like_python() -> None:
+    """A raising downstream: both paths count it and still call the next one."""
+
+    class Boom(SpanProcessor):
+        def on_end(self, span: ReadableSpan) -> None:
+            raise ValueError("boom")
+
+    outs = []
+    for python in (False, True):
+        keep = Keep()
+        proc = CodebookSpanProcessor([Boom(), keep], Enricher(BOOK, CodebookMetrics()))
+        if python:
+            vars(proc).pop("on_end")
+        for attrs in ({"provider.source": "test.sms", "provider.code": "1"}, {"app": "x"}):
+            for _ in range(2):
+                proc.on_end(sdk_span(attrs))
+        outs.append((len(keep.ended), proc.enricher.metrics.value(
+            "codebook_telemetry_dropped_total", {"signal": "traces", "reason": "internal_error"}
+        )))
+    assert outs[0] == outs[1] == (4, 4.0)
+
+
+VALUES = st.one_of(
+    st.sampled_from(
+        ["0", "1", "2", "7", "9", "503", "599", "4242", "", " 1 ", "\uff11", "Throttled"]
+    ),
+    st.integers(min_value=-3, max_value=1000),
+    st.booleans(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=40),
+    st.binary(max_size=8),
+    st.lists(st.sampled_from(["1", "2"]), max_size=3).map(tuple),
+)
+KEYS = st.sampled_from([
+    "provider.source", "provider.code", "provider.subcode", "provider.message",
+    "provider.category", "error.type", "app.other",
+])
+SOURCES = st.sampled_from(["test.sms", "tsms", "test.calls", "nobody.knows"])
+ATTRS = st.builds(
+    lambda base, extra: {**base, **extra},
+    st.fixed_dictionaries({"provider.source": st.one_of(SOURCES, VALUES)},
+                          optional={"provider.code": VALUES}),
+    st.dictionaries(KEYS, VALUES, max_size=4),
+)
+STATUSES = st.sampled_from([None, Status(StatusCode.OK), Status(StatusCode.ERROR, "e"),
+                            Status(StatusCode.UNSET)])
+LIMITS = st.sampled_from([None, SpanLimits(max_span_attributes=2)])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(ATTRS, STATUSES, LIMITS), min_size=1, max_size=6))
+def test_generated_spans_agree(
+    spans: Sequence[tuple[dict[str, object], Status | None, SpanLimits | None]],
+) -> None:
+    pair = Pair()
+    for attrs, status, limits in spans:
+        for _ in range(2):
+            pair.check(sdk_span(attrs, status, limits))
+    pair.same_metrics()
+
+
+def test_c_path_hands_over_only_what_it_does_not_take(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Cache hits and spans without a code stay in C; a miss or a subclass goes to Python."""
+    handed: list[ReadableSpan] = []
+    python_on_end = CodebookSpanProcessor._on_end_python
+
+    def spy(self: CodebookSpanProcessor, span: ReadableSpan) -> None:
+        handed.append(span)
+        python_on_end(self, span)
+
+    monkeypatch.setattr(CodebookSpanProcessor, "_on_end_python", spy)
+    keep = Keep()
+    proc = CodebookSpanProcessor(keep, Enricher(BOOK, CodebookMetrics()))
+    code = {"provider.source": "test.sms", "provider.code": "1"}
+    miss, hit, plain = sdk_span(code), sdk_span(code), sdk_span({"app": "x"})
+    odd = OddSpan(name="send", resource=RESOURCE, attributes=code)
+    dropped = sdk_span({"a": 1, **code}, limits=SpanLimits(max_span_attributes=2))
+    for span in (miss, hit, plain, odd, dropped):
+        proc.on_end(span)
+    assert handed == [miss, odd, dropped]
+    assert len(keep.ended) == 5 and keep.ended[2] is plain
+    assert all(s.attributes["provider.category"] == "throttled"  # type: ignore[index]
+               for s in (keep.ended[0], keep.ended[1], keep.ended[3], keep.ended[4]))
+    assert keep.ended[4].dropped_attributes == 1
