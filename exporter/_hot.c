@@ -152,7 +152,7 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
     PyObject *span = args[0];
     if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
 
-    PyObject *attrs = NULL, *raw = NULL, *spans = NULL, *key = NULL, *copy = NULL;
+    PyObject *attrs = NULL, *raw = NULL, *spans = NULL, *key = NULL, *hit = NULL, *copy = NULL;
     PyObject *result = NULL;
     attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL) goto slow;
@@ -181,14 +181,20 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         if (v == NULL && PyErr_Occurred()) goto slow;
         vals[i] = v != NULL ? v : Py_None;
     }
+    /* Own references from here on: hashing or comparing a value, or reading an attribute,
+     * may run Python code and let another thread run (and clear the cache). */
+    key = PyTuple_Pack(4, vals[0], vals[1], vals[2], vals[3]);
+    if (key == NULL) goto slow;
     spans = PyObject_GetAttr(h->enricher, s_spans);
     if (spans == NULL || !PyTuple_CheckExact(spans) || PyTuple_GET_SIZE(spans) != 2) goto slow;
     PyObject *cache = PyTuple_GET_ITEM(spans, 1);
     if (!PyDict_CheckExact(cache)) goto slow;
-    key = PyTuple_Pack(4, vals[0], vals[1], vals[2], vals[3]);
-    if (key == NULL) goto slow;
-    PyObject *hit = PyDict_GetItemWithError(cache, key); /* TypeError when unhashable */
-    if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3) goto slow;
+    hit = PyDict_GetItemWithError(cache, key); /* TypeError when unhashable */
+    if (hit == NULL || !PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 3) {
+        hit = NULL;
+        goto slow;
+    }
+    Py_INCREF(hit);
     PyObject *extra = PyTuple_GET_ITEM(hit, 0), *cells = PyTuple_GET_ITEM(hit, 1);
     if (!PyDict_CheckExact(extra) || !PyTuple_CheckExact(cells)) goto slow;
     if (attrs != raw) { /* a BoundedAttributes: the copy keeps no count, so it must be 0 */
@@ -198,14 +204,9 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         Py_DECREF(dropped);
         if (!zero) goto slow;
     }
-    Py_INCREF(hit); /* the cache may be cleared by another thread while we use it */
     copy = enriched(h, span, raw, extra);
-    if (copy == NULL) {
-        Py_DECREF(hit);
-        goto slow;
-    }
+    if (copy == NULL) goto slow;
     if (count(cells, PyTuple_GET_ITEM(hit, 2)) < 0) report(h); /* still forwarded */
-    Py_DECREF(hit);
     result = forward(h, copy);
     goto done;
 slow:
@@ -215,6 +216,7 @@ done:
     Py_XDECREF(raw);
     Py_XDECREF(spans);
     Py_XDECREF(key);
+    Py_XDECREF(hit);
     Py_XDECREF(copy);
     return result;
 }
