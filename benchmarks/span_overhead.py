@@ -27,6 +27,7 @@ dropped span is reported. Bounded: ``--pairs`` pairs per share at most, and no n
 figures. Last, ``on_end`` is timed alone over spans the SDK already ended (the processor's own
 work, without the pipeline's allocation and scheduling effects), as a noise-free reference.
 Run: python benchmarks/span_overhead.py [--spans N] [--pairs P] [--max-seconds S] [--seed X]
+[--python-only]
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 import exporter
 from exporter import Codebook, CodebookMetrics, CodebookSpanProcessor, Enricher, load_codebook
+from exporter import processor as processor_module
 
 INPROC = Path(__file__).resolve().parents[1] / "tests" / "testdata" / "mappings_inproc"
 SHARES = ((0.0, 3.0), (0.3, 8.0), (1.0, 15.0))  # (share of spans with a code, goal in %)
@@ -194,7 +196,11 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=40.0,
                         help="start no new round after this (at least 3 rounds run)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the share order")
+    parser.add_argument("--python-only", action="store_true",
+                        help="measure the Python on_end (as an install without a C compiler has)")
     args = parser.parse_args()
+    if args.python_only:
+        processor_module._hot = None  # read when a processor is built
     spans, pairs = max(1, args.spans), max(1, args.pairs)
 
     book, codes, where = _book()
