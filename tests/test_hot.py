@@ -269,3 +269,43 @@ def test_c_path_hands_over_only_what_it_does_not_take(monkeypatch: pytest.Monkey
     assert all(s.attributes["provider.category"] == "throttled"  # type: ignore[index]
                for s in (keep.ended[0], keep.ended[1], keep.ended[3], keep.ended[4]))
     assert keep.ended[4].dropped_attributes == 1
+
+
+class Hostile(str):
+    """A code whose hashing and comparison fail (only a directly built span can carry one)."""
+
+    def __hash__(self) -> int:
+        raise RuntimeError("no hash")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+
+class Collide(str):
+    """A key that hashes like provider.code and fails to compare with it."""
+
+    def __hash__(self) -> int:
+        return hash("provider.code")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("no eq")
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"provider.source": "test.sms", "provider.code": Hostile("1")},
+        {"provider.source": Hostile("test.sms"), "provider.code": "1"},
+        {Collide("x"): "1", "provider.source": "test.sms"},
+    ],
+    ids=["code", "source", "key"],
+)
+def test_hostile_values_never_raise(attrs: dict[str, object]) -> None:
+    """Values that fail to hash or compare: on_end never raises, on either path, and agrees."""
+    pair = Pair()
+    for _ in range(2):
+        span = ReadableSpan(name="send", resource=RESOURCE, attributes=attrs)  # type: ignore[arg-type]
+        c, py = pair.feed(span)
+        assert (c is span) is (py is span)
+        assert dict(c.attributes or {}).keys() == dict(py.attributes or {}).keys()
+    pair.same_metrics()
