@@ -37,7 +37,7 @@ typedef struct {
 
 /* Interned attribute names, created once at import. */
 static PyObject *s_attributes, *s_dict, *s_dropped, *s_spans, *s_status_code, *s_value,
-    *s_acquire, *s_release, *s_status, *empty_tuple, *one;
+    *s_acquire, *s_release, *s_status, *s_dunder_dict, *empty_tuple, *one;
 
 /* Report the pending exception through fail(exc); never leaves an exception set. */
 static void report(SpanHook *h) {
@@ -132,8 +132,11 @@ static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *
             if (status == NULL || PyDict_SetItem(fields, s_status, status) < 0) goto done;
         }
     }
+    /* As Python's ``object.__new__(cls).__dict__ = fields``: through the type's __dict__
+     * descriptor, which (unlike PyObject_GenericSetDict on 3.13) also retires the instance's
+     * inline values, so attribute lookups find the fields. */
     out = h->enriched_type->tp_new(h->enriched_type, empty_tuple, NULL);
-    if (out != NULL && PyObject_GenericSetDict(out, fields, NULL) < 0) Py_CLEAR(out);
+    if (out != NULL && PyObject_SetAttr(out, s_dunder_dict, fields) < 0) Py_CLEAR(out);
 done:
     if (out == NULL && !PyErr_Occurred())
         PyErr_SetString(PyExc_TypeError, "codebook: unexpected span state");
@@ -341,7 +344,7 @@ PyMODINIT_FUNC PyInit__hot(void) {
         intern(&s_dropped, "dropped") < 0 || intern(&s_spans, "_spans") < 0 ||
         intern(&s_status_code, "status_code") < 0 || intern(&s_value, "value") < 0 ||
         intern(&s_acquire, "acquire") < 0 || intern(&s_release, "release") < 0 ||
-        intern(&s_status, "_status") < 0)
+        intern(&s_status, "_status") < 0 || intern(&s_dunder_dict, "__dict__") < 0)
         return NULL;
     empty_tuple = PyTuple_New(0);
     one = PyLong_FromLong(1);
