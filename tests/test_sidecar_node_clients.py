@@ -48,7 +48,8 @@ def node() -> str:
     problem = None
     if path is None:
         problem = "node is not installed (Debian packages: nodejs npm)"
-    elif not (NODE_CLIENT / "node_modules" / "@opentelemetry" / "sdk-trace-base").is_dir():
+    elif not all((NODE_CLIENT / "node_modules" / dep / "package.json").is_file()
+                 for dep in json.loads((NODE_CLIENT / "package.json").read_text())["dependencies"]):
         problem = "the Node client is not installed: run npm ci --prefix tests/node_client"
     if problem is not None:
         if os.environ.get("CI") == "true":
@@ -131,7 +132,7 @@ THROTTLED = _classified("vonage.sms", "1", "", "throttled", "warning", "with_bac
                         "our_app", "exact", True)
 INVALID = _classified("vonage.sms", "6", "", "invalid_request", "error", "no", "our_app",
                       "exact", True)
-APP_ATTRS = {"app.note": "kept", "app.n": 7, "app.ratio": 0.25, "app.flag": True,
+APP_ATTRS = {"app.note": "kept ✓ 送信", "app.n": 7, "app.ratio": 0.25, "app.flag": True,
              "app.tags": ["a", "b"]}
 # Codes on events are the event's business, not the span's: never counted or moved.
 CODED_EVENT = {"name": "retry", "attrs": {"provider.source": "vonage.sms", "provider.code": "9"}}
@@ -141,7 +142,7 @@ CASES = [
     Case("throttled-int", 40, {"provider.source": "vonage.sms", "provider.code": 1, **APP_ATTRS},
          **THROTTLED, want_status=(STATUS_ERROR, "provider code: throttled"), link_root=True,
          events=(CODED_EVENT, {"name": "sent", "attrs": {"n": 1}})),
-    Case("throttled-str", 30, {"provider.source": "vonage.sms", "provider.code": "1"},
+    Case("throttled-str-ünï", 30, {"provider.source": "vonage.sms", "provider.code": "1"},
          **THROTTLED, want_status=(STATUS_ERROR, "provider code: throttled")),
     Case("success-int", 20, {"provider.source": "vonage.sms", "provider.code": 0},
          **_classified("vonage.sms", "0", "", "success", "info", "no", "none", "exact", False)),
@@ -151,6 +152,12 @@ CASES = [
     Case("invalid-status-error", 3, {"provider.source": "vonage.sms", "provider.code": 6},
          **INVALID, status="error", status_message="app says no",
          want_status=(STATUS_ERROR, "app says no")),
+    # The message decides (folded for case and space) before the HTTP status.
+    Case("braze-message", 3, {"provider.source": "braze.rest", "provider.code": 400,
+                              "provider.message": "max input length  EXCEEDED"},
+         **_classified("braze.rest", "400", "", "payload_too_large", "error", "no", "our_app",
+                       "exact", True),
+         want_status=(STATUS_ERROR, "provider code: payload_too_large")),
     # code + subcode, both JS integers, on child spans.
     Case("acs-int-subcode", 7,
          {"provider.source": "azure.acs.calling", "provider.code": 408, "provider.subcode": 10057},
@@ -343,6 +350,51 @@ def test_node_spans_are_counted_enriched_and_forwarded(
             kind = {str: "string_value", bool: "bool_value", int: "int_value",
                     float: "double_value", list: "array_value"}[type(value)]
             assert out["kinds"][key] == kind, (s["name"], key)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_node_invalid_spans_get_partial_success(
+    node: str, sidecar: SidecarProcess, upstream: GrpcUpstream, tmp_path: Path, transport: str
+) -> None:
+    """Spans with an all-zero span id are dropped and counted as rejected, the JS exporter
+    reads the partial-success reply (protobuf, JSON or gRPC), and the valid spans of the same
+    request are counted and forwarded as usual."""
+    run = f"partial-{next(_runs)}-{transport}"
+    side = "grpc" if transport == "grpc" else "http"
+    coded = {"provider.source": "vonage.sms", "provider.code": 1}
+    plan = [{"name": "good", "count": 5, "attrs": coded},
+            {"name": "bad-coded", "count": 3, "attrs": coded, "zeroSpanId": True},
+            {"name": "bad-plain", "count": 2, "attrs": {}, "zeroSpanId": True}]
+    throttled = THROTTLED["labels"]
+    codes = sidecar.value("provider_codes_total", **throttled)
+    received = sidecar.value("codebook_telemetry_received_total", signal="traces",
+                             transport=side)
+    rejected = sidecar.value("codebook_telemetry_rejected_total", signal="traces",
+                             transport=side, reason="invalid_item")
+    forwarded = sidecar.value("codebook_telemetry_forwarded_total", signal="traces")
+    proc = subprocess.run(
+        [*_args(node, "traces", _endpoint(sidecar, transport), transport, "none", plan, run),
+         "--partial-ok", "1"],
+        cwd=NODE_CLIENT, env=_env(tmp_path), capture_output=True, text=True,
+        timeout=CLIENT_TIMEOUT, check=False,
+    )
+    assert proc.returncode == 0, f"node client failed:\n{proc.stderr}\n{sidecar.log()}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    # One request, one reply; rejectedSpans is an int64 (a string in OTLP/JSON).
+    assert [(int(p["rejectedSpans"]), p["errorMessage"]) for p in result["partialSuccess"]] == [
+        (5, "spans need a 16-byte trace_id and an 8-byte span_id, not all zero")]
+    assert sidecar.value("provider_codes_total", **throttled) == codes + 5
+    assert sidecar.value("codebook_telemetry_received_total", signal="traces",
+                         transport=side) == received + 10
+    assert sidecar.value("codebook_telemetry_rejected_total", signal="traces", transport=side,
+                         reason="invalid_item") == rejected + 5
+    assert wait_for(lambda: sidecar.value("codebook_telemetry_forwarded_total",
+                                          signal="traces") == forwarded + 5)
+    good = {s["spanId"] for s in result["spans"] if s["name"] == "good"}
+    got = wait_for(lambda: _forwarded(upstream, run))
+    assert len(got) == 5
+    assert {s["spanId"] for s in got} == good
+    assert all(s["attrs"]["provider.category"] == "throttled" for s in got)
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -3,22 +3,23 @@
 //
 //   node client.js --signal traces|metrics --endpoint URL
 //                  --transport http/protobuf|http/json|grpc --compression none|gzip
-//                  --plan JSON [--run ID]
+//                  --plan JSON [--run ID] [--partial-ok 1]
 //
 // --run ID is put on the resource as codebook.test.run, so a test can pick its own spans out
 // of what the sidecar forwards.
 //
 // traces: the plan is a list of span specs
-//   {name, count, attrs, status, statusMessage, child, linkRoot, events}.
+//   {name, count, attrs, status, statusMessage, child, linkRoot, events, zeroSpanId}.
 //   Every span is started and ended through BasicTracerProvider + BatchSpanProcessor and the
 //   official OTLP span exporter for the transport. "child": true makes it a child of one root
 //   span named "root" (ended last, no attributes); "linkRoot": true links it to that span;
-//   "events" ([{name, attrs}]) are added to it. attrs are passed as given: a JSON number is a
-//   JS number (the SDK encodes integers as intValue, others as doubleValue). "status": "ok" |
-//   "error" sets the span status (default: left UNSET). After forceFlush and shutdown one
-//   JSON line is printed, {"event": "done", "spans": [...]}, with every span an export
-//   reported as delivered: {name, traceId, spanId, parentSpanId, start, end, attrs, events,
-//   links} (times in decimal nanoseconds).
+//   "events" ([{name, attrs}]) are added to it; "zeroSpanId": true gives it an all-zero
+//   (invalid) span id. attrs are passed as given: a JSON number is a JS number (the SDK
+//   encodes integers as intValue, others as doubleValue). "status": "ok" | "error" sets the
+//   span status (default: left UNSET). After forceFlush and shutdown one JSON line is
+//   printed, {"event": "done", "spans": [...], "partialSuccess": [...]}: every span an export
+//   reported as delivered, as {name, traceId, spanId, parentSpanId, start, end, attrs,
+//   events, links} (times in decimal nanoseconds), and the partial-success replies.
 // metrics: the plan is a list of steps, each a list of {instrument, kind, value, attrs}
 //   (kind: "counter" (default), "int_counter", "histogram"). Each step records its values
 //   and force-flushes a PeriodicExportingMetricReader (cumulative temporality) whose
@@ -33,7 +34,11 @@
 const { diag, DiagLogLevel, trace, context, SpanStatusCode } = require('@opentelemetry/api');
 const { ExportResultCode, setGlobalErrorHandler } = require('@opentelemetry/core');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
-const { BasicTracerProvider, BatchSpanProcessor } = require('@opentelemetry/sdk-trace-base');
+const {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  RandomIdGenerator,
+} = require('@opentelemetry/sdk-trace-base');
 const {
   MeterProvider,
   PeriodicExportingMetricReader,
@@ -41,15 +46,24 @@ const {
 } = require('@opentelemetry/sdk-metrics');
 
 const failures = [];
+// Partial-success replies, which the exporters report as a diag warning; fatal unless the
+// command line says --partial-ok 1 (then they are printed with the result).
+const PARTIAL = 'Received Partial Success response:';
+const partials = [];
 
 function fail(what) {
   failures.push(String(what));
 }
 
+function warn(args) {
+  if (args.length === 2 && args[0] === PARTIAL) partials.push(JSON.parse(args[1]));
+  else fail(`diag warn: ${args.join(' ')}`);
+}
+
 diag.setLogger(
   {
     error: (...args) => fail(`diag error: ${args.join(' ')}`),
-    warn: (...args) => fail(`diag warn: ${args.join(' ')}`),
+    warn: (...args) => warn(args),
     info: () => {},
     debug: () => {},
     verbose: () => {},
@@ -75,6 +89,7 @@ function parseArgs(argv) {
     throw new Error(`--compression must be none or gzip, not ${out.compression}`);
   }
   out.plan = JSON.parse(out.plan);
+  out.partialOk = out['partial-ok'] === '1';
   return out;
 }
 
@@ -134,11 +149,20 @@ function nanos([seconds, ns]) {
 
 const STATUS = { ok: SpanStatusCode.OK, error: SpanStatusCode.ERROR };
 
+// Random ids, or an all-zero span id (invalid in OTLP) while zeroSpanIds is set.
+const ids = new RandomIdGenerator();
+let zeroSpanIds = false;
+const idGenerator = {
+  generateTraceId: () => ids.generateTraceId(),
+  generateSpanId: () => (zeroSpanIds ? '0000000000000000' : ids.generateSpanId()),
+};
+
 async function sendTraces(args) {
   const delivered = [];
   const exporter = checked(makeExporter(TRACE_EXPORTERS, 'OTLPTraceExporter', args), delivered);
   const provider = new BasicTracerProvider({
     resource: resource(args),
+    idGenerator,
     spanProcessors: [
       new BatchSpanProcessor(exporter, { maxExportBatchSize: 64, scheduledDelayMillis: 60000 }),
     ],
@@ -156,7 +180,9 @@ async function sendTraces(args) {
       ? [{ context: rootSpan().spanContext(), attributes: { 'link.to': 'root' } }]
       : [];
     for (let i = 0; i < (spec.count === undefined ? 1 : spec.count); i++) {
+      zeroSpanIds = Boolean(spec.zeroSpanId);
       const span = tracer.startSpan(spec.name, { attributes: spec.attrs || {}, links }, ctx);
+      zeroSpanIds = false;
       for (const event of spec.events || []) span.addEvent(event.name, event.attrs || {});
       if (spec.status) span.setStatus({ code: STATUS[spec.status], message: spec.statusMessage });
       span.end();
@@ -180,7 +206,7 @@ async function sendTraces(args) {
       attrs: l.attributes || {},
     })),
   }));
-  process.stdout.write(`${JSON.stringify({ event: 'done', spans })}\n`);
+  process.stdout.write(`${JSON.stringify({ event: 'done', spans, partialSuccess: partials })}\n`);
 }
 
 function nextLine() {
@@ -247,6 +273,7 @@ async function main() {
   if (args.signal === 'traces') await sendTraces(args);
   else if (args.signal === 'metrics') await sendMetrics(args);
   else throw new Error(`unknown signal ${args.signal}`);
+  if (partials.length && !args.partialOk) fail(`partial success: ${JSON.stringify(partials)}`);
 }
 
 main().then(
