@@ -454,13 +454,20 @@ POINTS_PER_EXPORT = 5  # attempts (two streams), sends, latency, plain: cumulati
 EXPORTS = 3  # two force-flushes and the final export of MeterProvider.shutdown()
 
 
-@pytest.mark.parametrize(("transport", "compression"), MATRIX, ids=MATRIX_IDS)
+METRIC_MATRIX = [(t, c, "cumulative") for t, c in MATRIX] + [
+    (t, "none", "delta") for t in TRANSPORTS]
+METRIC_IDS = [f"{t.replace('/', '-')}-{c}-{tm}" for t, c, tm in METRIC_MATRIX]
+
+
+@pytest.mark.parametrize(("transport", "compression", "temporality"), METRIC_MATRIX,
+                         ids=METRIC_IDS)
 def test_node_metrics_with_codes_appear_on_metrics(
-    node: str, sidecar: SidecarProcess, tmp_path: Path, transport: str, compression: str
+    node: str, sidecar: SidecarProcess, tmp_path: Path, transport: str, compression: str,
+    temporality: str,
 ) -> None:
     """JS SDK counters and histograms carrying codes show on /metrics with the code labels,
-    exactly, and cumulative points count only their growth."""
-    slug = f"node_{transport.replace('/', '_')}_{compression}"
+    exactly: cumulative points count only their growth, delta points add."""
+    slug = f"node_{transport.replace('/', '_')}_{compression}_{temporality}"
     throttled = THROTTLED["labels"]
     unreachable = {"source": "azure.acs.calling", "code": "408", "subcode": "10057",
                    "category": "recipient_unreachable", "severity": "info",
@@ -470,8 +477,8 @@ def test_node_metrics_with_codes_appear_on_metrics(
                              transport=side)
     rejected = sidecar.total("codebook_telemetry_rejected_total", signal="metrics")
     proc = subprocess.Popen(
-        _args(node, "metrics", _endpoint(sidecar, transport), transport, compression,
-              _metric_plan(slug), slug),
+        [*_args(node, "metrics", _endpoint(sidecar, transport), transport, compression,
+                _metric_plan(slug), slug), "--temporality", temporality],
         cwd=NODE_CLIENT, env=_env(tmp_path), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )
@@ -504,7 +511,7 @@ def test_node_metrics_with_codes_appear_on_metrics(
             if stream is not None and not stream.closed:
                 stream.close()
     scrape = sidecar.scrape()
-    # The shutdown's export repeats the cumulative points: no growth, nothing added.
+    # The shutdown's export repeats the cumulative points (no growth) or has no new delta.
     # A metric without codes is not exposed; the coded ones only under the code labels.
     assert not [k for k in scrape if k[0].startswith(f"{slug}_plain")]
     ours = {k: v for k, v in scrape.items() if k[0].startswith(slug)}
@@ -513,8 +520,9 @@ def test_node_metrics_with_codes_appear_on_metrics(
         (f"{slug}_sends_total", frozenset(throttled.items())): 3,
         (f"{slug}_latency_count_total", frozenset(unreachable.items())): 3,
     }
-    assert sidecar.value("codebook_telemetry_received_total", signal="metrics",
-                         transport=side) == received + EXPORTS * POINTS_PER_EXPORT
+    if temporality == "cumulative":
+        assert sidecar.value("codebook_telemetry_received_total", signal="metrics",
+                             transport=side) == received + EXPORTS * POINTS_PER_EXPORT
     assert sidecar.total("codebook_telemetry_rejected_total", signal="metrics") == rejected
 
 

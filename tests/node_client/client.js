@@ -3,7 +3,7 @@
 //
 //   node client.js --signal traces|metrics --endpoint URL
 //                  --transport http/protobuf|http/json|grpc --compression none|gzip
-//                  --plan JSON [--run ID] [--partial-ok 1]
+//                  --plan JSON [--run ID] [--partial-ok 1] [--temporality T]
 //
 // --run ID is put on the resource as codebook.test.run, so a test can pick its own spans out
 // of what the sidecar forwards.
@@ -22,9 +22,10 @@
 //   events, links} (times in decimal nanoseconds), and the partial-success replies.
 // metrics: the plan is a list of steps, each a list of {instrument, kind, value, attrs}
 //   (kind: "counter" (default), "int_counter", "histogram"). Each step records its values
-//   and force-flushes a PeriodicExportingMetricReader (cumulative temporality) whose
-//   exporter is the official OTLP metric exporter for the transport, then prints
-//   {"event": "flushed", "step": i}; before the next step it waits for a line on stdin.
+//   and force-flushes a PeriodicExportingMetricReader whose exporter is the official OTLP
+//   metric exporter for the transport (--temporality cumulative, the default, or delta),
+//   then prints {"event": "flushed", "step": i}; before the next step it waits for a line
+//   on stdin.
 //
 // Any failed export, any error or warning from the SDK's diagnostic logger and any error
 // reaching the global error handler is fatal: the failures are printed to stderr and the
@@ -90,6 +91,10 @@ function parseArgs(argv) {
   }
   out.plan = JSON.parse(out.plan);
   out.partialOk = out['partial-ok'] === '1';
+  out.temporality = out.temporality || 'cumulative';
+  if (!['cumulative', 'delta'].includes(out.temporality)) {
+    throw new Error(`--temporality must be cumulative or delta, not ${out.temporality}`);
+  }
   return out;
 }
 
@@ -231,7 +236,10 @@ function nextLine() {
 async function sendMetrics(args) {
   const exporter = checked(
     makeExporter(METRIC_EXPORTERS, 'OTLPMetricExporter', args, {
-      temporalityPreference: AggregationTemporality.CUMULATIVE,
+      temporalityPreference:
+        args.temporality === 'delta'
+          ? AggregationTemporality.DELTA
+          : AggregationTemporality.CUMULATIVE,
     }),
     null,
   );
