@@ -1,0 +1,103 @@
+"""Test helper: tiny OTLP upstreams on loopback that keep what the sidecar forwards to them."""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from pki import Pki
+
+
+class GrpcUpstream:
+    """A tiny OTLP/gRPC trace receiver that keeps every request it gets (TLS with ``pki``)."""
+
+    def __init__(self, pki: Pki | None = None) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
+
+        def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.requests.append(ExportTraceServiceRequest.FromString(raw))
+            return ExportTraceServiceResponse().SerializeToString()
+
+        handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export)},
+        )
+        self.server.add_generic_rpc_handlers([handler])
+        if pki is None:
+            self.port = self.server.add_insecure_port("127.0.0.1:0")
+        else:
+            creds = grpc.ssl_server_credentials(
+                [(pki.server_key.read_bytes(), pki.server_crt.read_bytes())]
+            )
+            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+        self.server.start()
+
+    def spans(self) -> list[dict[str, Any]]:
+        with self._lock:
+            reqs = list(self.requests)
+        out = []
+        for req in reqs:
+            for rs in req.resource_spans:
+                for ss in rs.scope_spans:
+                    for span in ss.spans:
+                        attrs = {kv.key: kv.value.WhichOneof("value") and getattr(
+                            kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+                        out.append({"name": span.name, "attrs": attrs,
+                                    "status": span.status.code})
+        return out
+
+
+class HttpUpstream:
+    """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests.
+
+    With ``pki`` it serves HTTPS with that CA's server certificate.
+    """
+
+    def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
+        self.times: list[float] = []
+        self.bodies: list[bytes] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.times.append(time.monotonic())
+                if len(outer.times) <= refuse:
+                    self.send_response(503)
+                    self.send_header("Retry-After", str(retry_after))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                outer.bodies.append(body)
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if pki is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(pki.server_crt, pki.server_key)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
