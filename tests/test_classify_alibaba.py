@@ -61,10 +61,10 @@ CASES = {
         "80300008",
         "payload_too_large error no our_app exact",
     ),
-    "huawei-80300002-token-not-permitted": (
+    "huawei-80300002-token-of-another-app-our-binding": (
         f"{P}.huawei",
         "80300002",
-        "recipient_invalid warning no end_user exact",
+        "recipient_invalid warning no our_app exact",
     ),
     "huawei-80000003-offline": (
         f"{P}.huawei",
@@ -108,10 +108,10 @@ CASES = {
     ),
     "oppo-minus2-flow-control": (f"{P}.oppo", "-2", "throttled warning with_backoff our_app exact"),
     "oppo-13-call-count": (f"{P}.oppo", "13", "quota_exhausted critical no our_config exact"),
-    "oppo-10000-registration-id": (
+    "oppo-10000-malformed-registration-id-our-app": (
         f"{P}.oppo",
         "10000",
-        "recipient_invalid warning no end_user exact",
+        "recipient_invalid warning no our_app exact",
     ),
     "vivo-10000-auth-not-oppo": (f"{P}.vivo", "10000", "auth critical no our_config exact"),
     "vivo-10066-pair-count": (f"{P}.vivo", "10066", "payload_too_large error no our_app exact"),
