@@ -254,3 +254,35 @@ def test_overload_sheds_with_retry_after(tmp_path_factory: pytest.TempPathFactor
             assert sidecar.value("codebook_telemetry_rejected_total", signal="traces",
                                  transport=transport, reason="overloaded") > 0
         assert sidecar.get("/healthz")[0] == 200
+
+
+def _post_chunked(sidecar: SidecarProcess, body: bytes, piece: int) -> int:
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length), as JS exporters do."""
+    url = urllib.parse.urlsplit(sidecar.http)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    pieces = (body[i:i + piece] for i in range(0, len(body), piece))
+    conn.request("POST", "/v1/traces", pieces, {"Content-Type": "application/x-protobuf"},
+                 encode_chunked=True)
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp.status
+
+
+def test_chunked_bodies_are_read_whole_and_bounded(sidecar: SidecarProcess) -> None:
+    """A chunked request is counted span by span; one past the size limit is refused as 413."""
+    labels = {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+              "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    before = sidecar.value("provider_codes_total", **labels)
+    spans = [_span({"provider.source": _s("vonage.sms"), "provider.code": _s("1")})
+             for _ in range(300)]
+    assert _post_chunked(sidecar, _traces(spans), piece=1000) == 200
+    assert sidecar.value("provider_codes_total", **labels) == before + 300
+
+    rejected = {"signal": "traces", "transport": "http", "reason": "too_large"}
+    too_large = sidecar.value("codebook_telemetry_rejected_total", **rejected)
+    big = [_span({"provider.source": _s("vonage.sms"), "provider.code": _s("1"),
+                  "pad": _s("x" * 1000)}) for _ in range(LIMIT // 1000 + 10)]
+    assert _post_chunked(sidecar, _traces(big), piece=64 << 10) == 413
+    assert sidecar.value("codebook_telemetry_rejected_total", **rejected) == too_large + 1
+    assert sidecar.value("provider_codes_total", **labels) == before + 300
