@@ -177,7 +177,7 @@ class CodebookSpanProcessor(SpanProcessor):
             self.on_end = _hot.SpanHook(  # type: ignore[method-assign]
                 self.enricher,
                 self._ends,
-                self._on_end_python,
+                CodebookSpanProcessor.on_end.__get__(self),  # this class's Python on_end
                 self._fail,
                 ReadableSpan,
                 _BOUNDED,
@@ -198,9 +198,6 @@ class CodebookSpanProcessor(SpanProcessor):
             hook(span)
 
     def on_end(self, span: ReadableSpan) -> None:
-        self._on_end_python(span)
-
-    def _on_end_python(self, span: ReadableSpan) -> None:
         # One frame per span (plus enrich_span for a code): each helper call inlined here
         # measured about 1% of a bare SDK span (benchmarks/span_overhead.py, 100% codes).
         out = span

@@ -249,13 +249,13 @@ def test_generated_spans_agree(
 def test_c_path_hands_over_only_what_it_does_not_take(monkeypatch: pytest.MonkeyPatch) -> None:
     """Cache hits and spans without a code stay in C; a miss or a subclass goes to Python."""
     handed: list[ReadableSpan] = []
-    python_on_end = CodebookSpanProcessor._on_end_python
+    python_on_end = CodebookSpanProcessor.on_end
 
     def spy(self: CodebookSpanProcessor, span: ReadableSpan) -> None:
         handed.append(span)
         python_on_end(self, span)
 
-    monkeypatch.setattr(CodebookSpanProcessor, "_on_end_python", spy)
+    monkeypatch.setattr(CodebookSpanProcessor, "on_end", spy)
     keep = Keep()
     proc = CodebookSpanProcessor(keep, Enricher(BOOK, CodebookMetrics()))
     code = {"provider.source": "test.sms", "provider.code": "1"}
