@@ -1,9 +1,12 @@
 /* The span processor's per-span fast path: CodebookSpanProcessor.on_end without a Python frame.
  *
- * SpanHook(enricher, ends, slow, fail, readable_type, bounded_type, enriched_type, keys,
- *          default_status, unset_code, error_status) is installed by processor.py as the
- * processor's on_end when this extension is built. Called as hook(span), it does what the
- * Python on_end does for the two common cases and nothing else:
+ * SpanHook(processor, enricher_type, ends, slow, fail, readable_type, bounded_type,
+ *          enriched_type, keys, default_status, unset_code, error_status) is installed by
+ * processor.py as the processor's on_end when this extension is built. Called as
+ * hook(span), it does what the Python on_end does for the two common cases and nothing else.
+ * It reads processor.enricher on every call (so assigning another enricher takes effect) and
+ * takes the fast path only while that enricher is of enricher_type, whose enrich_span it
+ * inlines.
  *
  *  - the span carries no provider.code: every downstream on_end gets the same span object;
  *  - the span is a plain ReadableSpan (the SDK's per-on_end snapshot) whose attributes are a
@@ -29,14 +32,14 @@
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
-    PyObject *enricher, *ends, *slow, *fail;
-    PyTypeObject *readable_type, *bounded_type, *enriched_type;
+    PyObject *processor, *ends, *slow, *fail;
+    PyTypeObject *enricher_type, *readable_type, *bounded_type, *enriched_type;
     PyObject *k_source, *k_code, *k_subcode, *k_message, *k_error;
     PyObject *default_status, *unset_code, *error_status;
 } SpanHook;
 
 /* Interned attribute names, created once at import. */
-static PyObject *s_attributes, *s_dict, *s_dropped, *s_spans, *s_status_code, *s_value,
+static PyObject *s_enricher, *s_attributes, *s_dict, *s_dropped, *s_spans, *s_status_code, *s_value,
     *s_acquire, *s_release, *s_status, *s_dunder_dict, *empty_tuple, *one;
 
 /* Report the pending exception through fail(exc); never leaves an exception set. */
@@ -155,7 +158,7 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
     PyObject *span = args[0];
     if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
 
-    PyObject *attrs = NULL, *raw = NULL, *spans = NULL, *key = NULL, *hit = NULL, *copy = NULL;
+    PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL, *hit = NULL, *copy = NULL;
     PyObject *result = NULL;
     attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL) goto slow;
@@ -188,7 +191,9 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
      * may run Python code and let another thread run (and clear the cache). */
     key = PyTuple_Pack(4, vals[0], vals[1], vals[2], vals[3]);
     if (key == NULL) goto slow;
-    spans = PyObject_GetAttr(h->enricher, s_spans);
+    enricher = PyObject_GetAttr(h->processor, s_enricher);
+    if (enricher == NULL || Py_TYPE(enricher) != h->enricher_type) goto slow;
+    spans = PyObject_GetAttr(enricher, s_spans);
     if (spans == NULL || !PyTuple_CheckExact(spans) || PyTuple_GET_SIZE(spans) != 2) goto slow;
     PyObject *cache = PyTuple_GET_ITEM(spans, 1);
     if (!PyDict_CheckExact(cache)) goto slow;
@@ -217,6 +222,7 @@ slow:
 done:
     Py_XDECREF(attrs);
     Py_XDECREF(raw);
+    Py_XDECREF(enricher);
     Py_XDECREF(spans);
     Py_XDECREF(key);
     Py_XDECREF(hit);
@@ -225,14 +231,14 @@ done:
 }
 
 static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *enricher, *ends, *slow, *fail, *readable, *bounded, *enriched_t, *keys,
-        *default_status, *unset_code, *error_status;
+    PyObject *processor, *enricher_t, *ends, *slow, *fail, *readable, *bounded, *enriched_t,
+        *keys, *default_status, *unset_code, *error_status;
     if (kwds != NULL && PyDict_GET_SIZE(kwds) != 0) {
         PyErr_SetString(PyExc_TypeError, "SpanHook takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "OO!OOO!O!O!O!OOO:SpanHook", &enricher, &PyTuple_Type, &ends,
-                          &slow, &fail, &PyType_Type, &readable, &PyType_Type, &bounded,
+    if (!PyArg_ParseTuple(args, "OO!O!OOO!O!O!O!OOO:SpanHook", &processor, &PyType_Type,
+                          &enricher_t, &PyTuple_Type, &ends, &slow, &fail, &PyType_Type, &readable, &PyType_Type, &bounded,
                           &PyType_Type, &enriched_t, &PyTuple_Type, &keys, &default_status,
                           &unset_code, &error_status))
         return NULL;
@@ -253,7 +259,8 @@ static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     SpanHook *h = (SpanHook *)type->tp_alloc(type, 0);
     if (h == NULL) return NULL;
     h->vectorcall = hook_call;
-    h->enricher = Py_NewRef(enricher);
+    h->processor = Py_NewRef(processor);
+    h->enricher_type = (PyTypeObject *)Py_NewRef(enricher_t);
     h->ends = Py_NewRef(ends);
     h->slow = Py_NewRef(slow);
     h->fail = Py_NewRef(fail);
@@ -272,7 +279,8 @@ static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 static int hook_traverse(SpanHook *h, visitproc visit, void *arg) {
-    Py_VISIT(h->enricher);
+    Py_VISIT(h->processor);
+    Py_VISIT(h->enricher_type);
     Py_VISIT(h->ends);
     Py_VISIT(h->slow);
     Py_VISIT(h->fail);
@@ -286,7 +294,8 @@ static int hook_traverse(SpanHook *h, visitproc visit, void *arg) {
 }
 
 static int hook_clear(SpanHook *h) {
-    Py_CLEAR(h->enricher);
+    Py_CLEAR(h->processor);
+    Py_CLEAR(h->enricher_type);
     Py_CLEAR(h->ends);
     Py_CLEAR(h->slow);
     Py_CLEAR(h->fail);
@@ -340,7 +349,7 @@ static int intern(PyObject **slot, const char *text) {
 }
 
 PyMODINIT_FUNC PyInit__hot(void) {
-    if (intern(&s_attributes, "_attributes") < 0 || intern(&s_dict, "_dict") < 0 ||
+    if (intern(&s_enricher, "enricher") < 0 || intern(&s_attributes, "_attributes") < 0 || intern(&s_dict, "_dict") < 0 ||
         intern(&s_dropped, "dropped") < 0 || intern(&s_spans, "_spans") < 0 ||
         intern(&s_status_code, "status_code") < 0 || intern(&s_value, "value") < 0 ||
         intern(&s_acquire, "acquire") < 0 || intern(&s_release, "release") < 0 ||

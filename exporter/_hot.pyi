@@ -6,7 +6,8 @@ from typing import Any
 class SpanHook:
     def __init__(
         self,
-        enricher: Any,
+        processor: Any,
+        enricher_type: type,
         ends: tuple[Callable[[Any], object], ...],
         slow: Callable[[Any], None],
         fail: Callable[[BaseException | None], None],

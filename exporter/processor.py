@@ -175,7 +175,8 @@ class CodebookSpanProcessor(SpanProcessor):
             and type(self.enricher).enrich_span is Enricher.enrich_span  # it inlines this
         ):
             self.on_end = _hot.SpanHook(  # type: ignore[method-assign]
-                self.enricher,
+                self,
+                type(self.enricher),
                 self._ends,
                 CodebookSpanProcessor.on_end.__get__(self),  # this class's Python on_end
                 self._fail,

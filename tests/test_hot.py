@@ -309,3 +309,26 @@ def test_hostile_values_never_raise(attrs: dict[str, object]) -> None:
         assert (c is span) is (py is span)
         assert dict(c.attributes or {}).keys() == dict(py.attributes or {}).keys()
     pair.same_metrics()
+
+
+def test_assigned_enricher_takes_effect() -> None:
+    """Assigning processor.enricher switches both paths to it, a subclass's override included."""
+
+    class Overriding(Enricher):
+        def enrich_span(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
+            return {"provider.category": "overridden"}
+
+    pair = Pair()
+    span = sdk_span({"provider.source": "test.sms", "provider.code": "1"})
+    pair.check(span)
+    fresh = [Enricher(BOOK, CodebookMetrics()), Enricher(BOOK, CodebookMetrics())]
+    pair.c.enricher, pair.py.enricher = fresh
+    pair.check(span)
+    pair.check(span)
+    throttled = {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    assert [e.metrics.value("provider_codes_total", throttled) for e in fresh] == [2.0, 2.0]
+    pair.c.enricher = pair.py.enricher = Overriding(BOOK, CodebookMetrics())
+    c, py = pair.feed(span)
+    assert dict(c.attributes or {}) == dict(py.attributes or {})
+    assert dict(c.attributes or {})["provider.category"] == "overridden"
