@@ -150,6 +150,14 @@ done:
     return out;
 }
 
+/* raw[key] (borrowed) or None in *out; -1 when the lookup raised. */
+static int get_or_none(PyObject *raw, PyObject *key, PyObject **out) {
+    PyObject *v = PyDict_GetItemWithError(raw, key);
+    if (v == NULL && PyErr_Occurred()) return -1;
+    *out = v != NULL ? v : Py_None;
+    return 0;
+}
+
 static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
                            PyObject *kwnames) {
     SpanHook *h = (SpanHook *)self;
@@ -158,8 +166,8 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
     PyObject *span = args[0];
     if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
 
-    PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL, *hit = NULL, *copy = NULL;
-    PyObject *result = NULL;
+    PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL;
+    PyObject *hit = NULL, *copy = NULL, *result = NULL;
     attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL) goto slow;
     if (Py_TYPE(attrs) == h->bounded_type) {
@@ -177,19 +185,14 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         result = forward(h, span); /* no provider code: the same object goes downstream */
         goto done;
     }
-    PyObject *vals[4] = {h->k_source, NULL, h->k_subcode, h->k_message};
-    for (int i = 0; i < 4; i++) {
-        if (i == 1) {
-            vals[i] = code;
-            continue;
-        }
-        PyObject *v = PyDict_GetItemWithError(raw, vals[i]);
-        if (v == NULL && PyErr_Occurred()) goto slow;
-        vals[i] = v != NULL ? v : Py_None;
-    }
+    PyObject *source, *subcode, *message;
+    if (get_or_none(raw, h->k_source, &source) < 0 ||
+        get_or_none(raw, h->k_subcode, &subcode) < 0 ||
+        get_or_none(raw, h->k_message, &message) < 0)
+        goto slow;
     /* Own references from here on: hashing or comparing a value, or reading an attribute,
      * may run Python code and let another thread run (and clear the cache). */
-    key = PyTuple_Pack(4, vals[0], vals[1], vals[2], vals[3]);
+    key = PyTuple_Pack(4, source, code, subcode, message);
     if (key == NULL) goto slow;
     enricher = PyObject_GetAttr(h->processor, s_enricher);
     if (enricher == NULL || Py_TYPE(enricher) != h->enricher_type) goto slow;
@@ -238,9 +241,9 @@ static PyObject *hook_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     if (!PyArg_ParseTuple(args, "OO!O!OOO!O!O!O!OOO:SpanHook", &processor, &PyType_Type,
-                          &enricher_t, &PyTuple_Type, &ends, &slow, &fail, &PyType_Type, &readable, &PyType_Type, &bounded,
-                          &PyType_Type, &enriched_t, &PyTuple_Type, &keys, &default_status,
-                          &unset_code, &error_status))
+                          &enricher_t, &PyTuple_Type, &ends, &slow, &fail, &PyType_Type,
+                          &readable, &PyType_Type, &bounded, &PyType_Type, &enriched_t,
+                          &PyTuple_Type, &keys, &default_status, &unset_code, &error_status))
         return NULL;
     if (PyTuple_GET_SIZE(keys) != 5) {
         PyErr_SetString(PyExc_ValueError, "SpanHook: keys must be 5 strings");
@@ -343,18 +346,21 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL, NULL,
 };
 
-static int intern(PyObject **slot, const char *text) {
-    *slot = PyUnicode_InternFromString(text);
-    return *slot == NULL ? -1 : 0;
-}
+static const struct {
+    PyObject **slot;
+    const char *text;
+} names[] = {
+    {&s_enricher, "enricher"}, {&s_attributes, "_attributes"}, {&s_dict, "_dict"},
+    {&s_dropped, "dropped"},   {&s_spans, "_spans"},           {&s_status_code, "status_code"},
+    {&s_value, "value"},       {&s_acquire, "acquire"},        {&s_release, "release"},
+    {&s_status, "_status"},    {&s_dunder_dict, "__dict__"},
+};
 
 PyMODINIT_FUNC PyInit__hot(void) {
-    if (intern(&s_enricher, "enricher") < 0 || intern(&s_attributes, "_attributes") < 0 || intern(&s_dict, "_dict") < 0 ||
-        intern(&s_dropped, "dropped") < 0 || intern(&s_spans, "_spans") < 0 ||
-        intern(&s_status_code, "status_code") < 0 || intern(&s_value, "value") < 0 ||
-        intern(&s_acquire, "acquire") < 0 || intern(&s_release, "release") < 0 ||
-        intern(&s_status, "_status") < 0 || intern(&s_dunder_dict, "__dict__") < 0)
-        return NULL;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        *names[i].slot = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].slot == NULL) return NULL;
+    }
     empty_tuple = PyTuple_New(0);
     one = PyLong_FromLong(1);
     if (empty_tuple == NULL || one == NULL || PyType_Ready(&SpanHookType) < 0) return NULL;
