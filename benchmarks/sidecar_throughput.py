@@ -141,7 +141,7 @@ def sidecar_cwd() -> tuple[Path, bool]:
     repository root the source tree would shadow it, and the source tree has no compiled
     extension unless the tests placed one there.
     """
-    probe = "import exporter.otlp as o; print(o._wire is not None)"
+    probe = "import exporter.sidecar.otlp as o; print(o._wire is not None)"
     for cwd in (Path(tempfile.gettempdir()), REPO):
         out = subprocess.run([sys.executable, "-c", probe], cwd=cwd, capture_output=True,
                              text=True, timeout=60)

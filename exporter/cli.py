@@ -124,7 +124,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .serve import main as serve_main
+    from .sidecar.serve import main as serve_main
 
     return serve_main(args)
 
@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the OTLP sidecar",
         description="Receive OTLP, enrich, count, expose /metrics, forward.",
     )
-    from .serve import add_arguments
+    from .sidecar.serve import add_arguments
 
     add_arguments(p)
     p.set_defaults(func=_serve)

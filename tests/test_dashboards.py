@@ -37,10 +37,10 @@ from dashboard_queries import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import Category, Owner, Retryable, Severity, make_wsgi_app
-from exporter.config import load_config
-from exporter.serve import Sidecar
+from exporter.sidecar.config import load_config
+from exporter.sidecar.serve import Sidecar
+from exporter.sidecar.webconfig import load_web_config
 from exporter.taxonomy import NON_ERROR_CATEGORIES
-from exporter.webconfig import load_web_config
 
 MAPPINGS = Path(__file__).parent / "testdata" / "dashboards_e2e"
 RUNBOOK = DASHBOARDS / "RUNBOOK.md"

@@ -18,7 +18,7 @@ from pki import Pki, make_pki
 from sidecar_proc import wait_for
 
 from exporter import CodebookMetrics, MetricsServer, start_metrics_server
-from exporter.webconfig import load_web_config
+from exporter.sidecar.webconfig import load_web_config
 
 PASSWORD = "scrape-me"
 HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()

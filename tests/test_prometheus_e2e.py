@@ -46,7 +46,7 @@ from exporter import (
     MetricsServer,
     start_metrics_server,
 )
-from exporter.webconfig import WebConfigReloader, load_web_config
+from exporter.sidecar.webconfig import WebConfigReloader, load_web_config
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def codebook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Codebook]:
     assert enricher.reload()
     (mappings / "broken.yaml").write_text("schema: 1\nsource: broken\n")
     assert not enricher.reload()
-    # As `codebook serve` registers it (exporter/serve.py), without TLS or users to apply.
+    # As `codebook serve` registers it (exporter/sidecar/serve.py), without TLS or users to apply.
     web_file = tmp_path_factory.mktemp("web") / "web.yml"
     web_file.write_text("basic_auth_users: {}\n")
     web = WebConfigReloader(load_web_config(web_file), apply=lambda new: None)

@@ -9,8 +9,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.config import ConfigError, load_config, parse_endpoint
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.sidecar.config import ConfigError, load_config, parse_endpoint
+from exporter.sidecar.webconfig import WebConfigError, load_web_config
 
 
 def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
@@ -273,7 +273,7 @@ def test_web_config_reload_refuses_to_add_tls(
     """A reload may not turn TLS on; the problem names the tls_server_config line."""
     from pki import make_pki
 
-    from exporter.webconfig import WebConfigReloader
+    from exporter.sidecar.webconfig import WebConfigReloader
 
     pki = make_pki(tmp_path)
     path = _write(tmp_path, f"basic_auth_users:\n  alice: '{HASH}'\n", "w.yaml")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import load_config, parse_endpoint
+from exporter.sidecar.config import load_config, parse_endpoint
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 

@@ -20,8 +20,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
 from exporter import CodebookMetrics, Enricher, load_codebook
-from exporter import otlp as otlp_module
-from exporter.otlp import MalformedRequest, OtlpIntake
+from exporter.sidecar import otlp as otlp_module
+from exporter.sidecar.otlp import MalformedRequest, OtlpIntake
 
 BOOK = load_codebook()
 GOOD_TID = bytes(range(1, 17))

@@ -50,7 +50,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from .codebook import (
+from ..codebook import (
     ATTR_CATEGORY,
     ATTR_CODE,
     ATTR_ERROR_TYPE,
@@ -62,10 +62,10 @@ from .codebook import (
     ATTR_SOURCE,
     ATTR_SUBCODE,
 )
-from .enrich import Enricher
+from ..enrich import Enricher
 
 try:
-    from . import _wire
+    from .. import _wire
 except ImportError:  # installed without a C compiler: the message path does everything
     _wire = None  # type: ignore[assignment]
 

@@ -41,7 +41,7 @@ from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
-from .metrics import CodebookMetrics
+from ..metrics import CodebookMetrics
 from .otlp import REQUEST_TYPES, MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)

@@ -42,7 +42,7 @@ import grpc
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
-from .metrics import CodebookMetrics
+from ..metrics import CodebookMetrics
 
 _log = logging.getLogger(__name__)
 

@@ -28,15 +28,15 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from ..enrich import Enricher
+from ..metrics import CodebookMetrics
+from ..reload import MappingWatcher
+from ..server import MetricsServer, start_metrics_server
 from .config import Config, ConfigError, dump, load_config, parse_endpoint
-from .enrich import Enricher
 from .forwarder import Forwarder
-from .metrics import CodebookMetrics
 from .otlp import OtlpIntake
 from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
-from .reload import MappingWatcher
-from .server import MetricsServer, start_metrics_server
 from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
 
 _log = logging.getLogger("exporter.serve")
