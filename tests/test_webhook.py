@@ -103,7 +103,9 @@ def hub() -> Iterator[Harness]:
     h.close()
 
 
-def sms_data(details: Any, *, pascal: bool = False, message_id: str = "Outgoing_1") -> dict[str, Any]:
+def sms_data(
+    details: Any, *, pascal: bool = False, message_id: str = "Outgoing_1"
+) -> dict[str, Any]:
     data = {
         "messageId": message_id,
         "from": PHONE,
@@ -171,7 +173,7 @@ def call_event(event_type: str, code: Any, subcode: Any, event_id: str) -> dict[
 def test_eventgrid_sms_report_via_publisher(
     hub: Harness, details: Any, pascal: bool, code: str | None, category: str
 ) -> None:
-    """EventGridPublisherClient (aeg-sas-key, ?api-version=) delivers an SMS report: counted once."""
+    """EventGridPublisherClient (aeg-sas-key, ?api-version=) posts an SMS report: counted once."""
     client = EventGridPublisherClient(hub.url(EG, None), AzureKeyCredential(TOKEN), retry_total=0)
     event = EventGridEvent(
         event_type="Microsoft.Communication.SMSDeliveryReportReceived",
@@ -435,7 +437,9 @@ def test_wrong_method_or_path(
 # -- Vonage delivery receipts --------------------------------------------------------------------
 
 
-def dlr(message_id: str = "0B00000127FDBC63", status: str = "delivered", err: str = "0") -> dict[str, str]:
+def dlr(
+    message_id: str = "0B00000127FDBC63", status: str = "delivered", err: str = "0"
+) -> dict[str, str]:
     return {
         "err-code": err,
         "message-timestamp": "2018-10-25 12:10:29",
@@ -479,7 +483,9 @@ def test_vonage_dlr_forms(hub: Harness, form: str) -> None:
         ("unknown", "1", "unknown"),
         ("failed", "77", "unknown"),
     ],
-    ids=["delivered", "accepted", "buffered", "expired", "absent", "illegal", "unknown", "unmapped"],
+    ids=[
+        "delivered", "accepted", "buffered", "expired", "absent", "illegal", "unknown", "unmapped"
+    ],
 )
 def test_vonage_status_refines_err_code(hub: Harness, status: str, err: str, category: str) -> None:
     """err-code 0 means delivered only with status delivered: the status is the entry message."""
