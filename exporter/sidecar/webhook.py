@@ -53,15 +53,13 @@ from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from google.protobuf.message import Message
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, SeverityNumber
+from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
 from waitress import wasyncore
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
-from ..codebook import ATTR_CODE, ATTR_SOURCE, ATTR_SUBCODE
+from ..codebook import ATTR_CODE, ATTR_SEVERITY, ATTR_SOURCE, ATTR_SUBCODE
 from ..enrich import Enricher
 from ..metrics import CodebookMetrics
 from .webhook_events import (
@@ -72,7 +70,9 @@ from .webhook_events import (
     Parsed,
     Validation,
     check_vonage_signature,
+    parse_time,
 )
+from .webhook_logs import LogEntry, attribute_block, log_request
 
 _log = logging.getLogger(__name__)
 
@@ -117,12 +117,13 @@ _REASONS = {
     500: "Internal Server Error",
 }
 _SEVERITY = {
-    "info": (SeverityNumber.SEVERITY_NUMBER_INFO, "INFO"),
-    "warning": (SeverityNumber.SEVERITY_NUMBER_WARN, "WARN"),
-    "error": (SeverityNumber.SEVERITY_NUMBER_ERROR, "ERROR"),
-    "critical": (SeverityNumber.SEVERITY_NUMBER_FATAL, "FATAL"),
+    "info": (int(SeverityNumber.SEVERITY_NUMBER_INFO), "INFO"),
+    "warning": (int(SeverityNumber.SEVERITY_NUMBER_WARN), "WARN"),
+    "error": (int(SeverityNumber.SEVERITY_NUMBER_ERROR), "ERROR"),
+    "critical": (int(SeverityNumber.SEVERITY_NUMBER_FATAL), "FATAL"),
 }
 SCOPE_NAME = "exporter.sidecar.webhook"
+_BLOCK_CACHE_SIZE = 4096  # encoded provider.* attribute blocks kept (cleared when full)
 _ROUTE_ATTR = "codebook.webhook.route"
 
 
@@ -247,7 +248,8 @@ class WebhookHandler:
         self.dedup = DedupWindow(dedup_window_seconds, dedup_max_events)
         self._clock = clock
         self._parser = EventParser(lambda: enricher.book)
-        self._resource = [KeyValue(key="service.name", value=AnyValue(string_value=service_name))]
+        self._resource = (("service.name", service_name),)
+        self._blocks: dict[tuple[object, ...], tuple[Mapping[str, str], bytes]] = {}
         self._logged = False
 
     # -- the entry point ---------------------------------------------------------------------
@@ -413,7 +415,7 @@ class WebhookHandler:
     def _accept(self, route: str, parsed: list[Parsed]) -> tuple[Response, str]:
         accepted = duplicates = ignored = 0
         failed: list[dict[str, Any]] = []
-        records: list[LogRecord] = []
+        records: list[LogEntry] = []
         sink = self.sink
         for index, item in enumerate(parsed):
             if isinstance(item, BadEvent):
@@ -439,7 +441,8 @@ class WebhookHandler:
         metrics.webhook_events(route, "malformed", len(failed))
         if records and sink is not None:
             metrics.telemetry_received("logs", "webhook", len(records))
-            sink.submit("logs", self._request(records), len(records))
+            request = log_request(self._resource, SCOPE_NAME, records)
+            sink.submit("logs", request, len(records))
         summary: dict[str, Any] = {
             "accepted": accepted, "duplicates": duplicates, "ignored": ignored, "failed": failed
         }
@@ -456,42 +459,34 @@ class WebhookHandler:
             outcome = "ignored"
         return _json_reply(200, summary), outcome
 
-    def _record(self, route: str, event: Event, out: Mapping[str, str]) -> LogRecord:
+    def _record(self, route: str, event: Event, out: Mapping[str, str]) -> LogEntry:
         now = int(self._clock() * 1e9)
-        number, text = _SEVERITY.get(
-            out.get("provider.severity", ""), (SeverityNumber.SEVERITY_NUMBER_INFO, "INFO")
-        )
-        attrs = [
-            _kv(_ROUTE_ATTR, route),
-            _kv(ATTR_SOURCE, event.source or ""),
-            _kv(ATTR_CODE, event.code or ""),
-        ]
-        if event.subcode is not None:
-            attrs.append(_kv(ATTR_SUBCODE, event.subcode))
-        attrs.extend(_kv(k, v) for k, v in out.items())
-        attrs.extend(_kv(k, v) for k, v in event.ids)
-        return LogRecord(
-            time_unix_nano=event.time_unix_nano or now,
+        number, text = _SEVERITY.get(out.get(ATTR_SEVERITY, ""), _SEVERITY["info"])
+        # ``out`` is the enricher's shared mapping for this code in this codebook generation:
+        # holding it in the entry keeps its id from being reused while the entry lives.
+        key = (route, event.event_type, event.source, event.code, event.subcode, id(out))
+        hit = self._blocks.get(key)
+        if hit is None:
+            shared = [(_ROUTE_ATTR, route)]
+            if route != "vonage_dlr":  # Azure events are CloudEvents (or Event Grid events)
+                shared.append(("cloudevents.event_type", event.event_type))
+            shared.append((ATTR_SOURCE, event.source or ""))
+            shared.append((ATTR_CODE, event.code or ""))
+            if event.subcode is not None:
+                shared.append((ATTR_SUBCODE, event.subcode))
+            shared.extend(out.items())
+            if len(self._blocks) >= _BLOCK_CACHE_SIZE:
+                self._blocks.clear()
+            hit = self._blocks[key] = (out, attribute_block(shared))
+        return LogEntry(
+            time_unix_nano=parse_time(event.time_text) or now,
             observed_time_unix_nano=now,
             severity_number=number,
             severity_text=text,
             event_name=event.event_type,
-            body=AnyValue(string_value=event.event_type),
-            attributes=attrs,
+            attributes=event.ids,
+            shared_block=hit[1],
         )
-
-    def _request(self, records: list[LogRecord]) -> ExportLogsServiceRequest:
-        req = ExportLogsServiceRequest()
-        rl = req.resource_logs.add()
-        rl.resource.attributes.extend(self._resource)
-        sl = rl.scope_logs.add()
-        sl.scope.name = SCOPE_NAME
-        sl.log_records.extend(records)
-        return req
-
-
-def _kv(key: str, value: str) -> KeyValue:
-    return KeyValue(key=key, value=AnyValue(string_value=value))
 
 
 def _decode_json(body: bytes) -> Any:
@@ -663,6 +658,7 @@ class WebhookListener:
     ) -> None:
         self.handler = handler
         self._map: dict[int, Any] = {}
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # queue depth notices
         server = create_server(
             _WsgiApp(handler),
             map=self._map,

@@ -81,7 +81,7 @@ class Event:
     code: str | None = None
     subcode: str | None = None
     message: str | None = None
-    time_unix_nano: int = 0
+    time_text: str = ""  # RFC 3339; parsed only when a log record is built (parse_time)
     ids: tuple[tuple[str, str], ...] = ()
 
 
@@ -95,8 +95,16 @@ class Validation:
 Parsed = Event | Validation | BadEvent
 
 
-def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
-    return {str(k).lower(): v for k, v in obj.items()}
+def _get(obj: Mapping[str, Any], name: str) -> Any:
+    """``obj[name]`` with the key matched case-insensitively (``name`` as documented)."""
+    value = obj.get(name)
+    if value is not None:
+        return value
+    low = name.lower()
+    for key, value in obj.items():
+        if isinstance(key, str) and key.lower() == low:
+            return value
+    return None
 
 
 def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
@@ -111,7 +119,7 @@ def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
 
 
 def _opt_id(data: Mapping[str, Any], key: str) -> str | None:
-    value = data.get(key)
+    value = _get(data, key)
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value).strip()
         if text:
@@ -200,27 +208,26 @@ class EventParser:
         try:
             if not isinstance(item, dict):
                 raise BadEvent("an event must be a JSON object")
-            env = _lower_keys(item)
-            if "specversion" in env:
-                spec = env["specversion"]
+            spec = _get(item, "specversion")
+            if spec is not None:
                 if spec != "1.0":
                     raise BadEvent(f"specversion {str(spec)[:20]!r} is not 1.0")
-                event_type = _text(env.get("type"), "type")
-                event_id = _text(env.get("id"), "id")
-                origin = _text(env.get("source"), "source", 1024)
-                when = parse_time(env.get("time"))
-                ids = [("cloudevents.event_id", event_id), ("cloudevents.event_type", event_type)]
+                event_type = _text(_get(item, "type"), "type")
+                event_id = _text(_get(item, "id"), "id")
+                origin = _text(_get(item, "source"), "source", 1024)
+                when = _get(item, "time")
             else:
-                event_type = _text(env.get("eventtype"), "eventType")
-                event_id = _text(env.get("id"), "id")
-                origin = str(env.get("topic") or "")[:1024]
-                when = parse_time(env.get("eventtime"))
-                ids = [("cloudevents.event_id", event_id), ("cloudevents.event_type", event_type)]
-            data = env.get("data")
+                event_type = _text(_get(item, "eventType"), "eventType")
+                event_id = _text(_get(item, "id"), "id")
+                origin = str(_get(item, "topic") or "")[:1024]
+                when = _get(item, "eventTime")
+            ids = [("cloudevents.event_id", event_id)]
+            data = _get(item, "data")
             if not isinstance(data, dict):
                 raise BadEvent("data must be a JSON object")
             key = f"azure|{origin}|{event_id}"
-            return self._classify(event_type, _lower_keys(data), key, when, ids)
+            when = when if isinstance(when, str) else ""
+            return self._classify(event_type, data, key, when, ids)
         except BadEvent as exc:
             return BadEvent(f"[{index}]: {exc}")
         except RecursionError:
@@ -231,42 +238,41 @@ class EventParser:
         event_type: str,
         data: dict[str, Any],
         key: str,
-        when: int,
+        when: str,
         ids: list[tuple[str, str]],
     ) -> Parsed:
         kind = event_type.lower()
         if kind == TYPE_VALIDATION:
-            return Validation(_text(data.get("validationcode"), "data.validationCode"))
+            return Validation(_text(_get(data, "validationCode"), "data.validationCode"))
         if kind == TYPE_SMS_REPORT:
-            message_id = _opt_id(data, "messageid")
+            message_id = _opt_id(data, "messageId")
             if message_id:
                 ids.append(("messaging.message.id", message_id))
-            status = _opt_id(data, "deliverystatus")
+            status = _opt_id(data, "deliveryStatus")
             if status:
                 ids.append(("acs.sms.delivery_status", status[:32]))
-            code = sms_code(data.get("deliverystatusdetails"))
+            code = sms_code(_get(data, "deliveryStatusDetails"))
             if code is None:
                 raise BadEvent("data.deliveryStatusDetails is missing or empty")
             return Event(event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids))
-        info = data.get("resultinformation")
+        info = _get(data, "resultInformation")
         if kind.startswith(_ACS_PREFIX) and info is not None:
             if not isinstance(info, dict):
                 raise BadEvent("data.resultInformation must be a JSON object")
-            info = _lower_keys(info)
-            code = _text(info.get("code"), "data.resultInformation.code", 32)
-            sub = info.get("subcode")
+            code = _text(_get(info, "code"), "data.resultInformation.code", 32)
+            sub = _get(info, "subCode")
             subcode = None if sub is None else _text(sub, "data.resultInformation.subCode", 32)
             for name, attr in (
-                ("callconnectionid", "acs.call_connection_id"),
-                ("servercallid", "acs.server_call_id"),
-                ("correlationid", "acs.correlation_id"),
+                ("callConnectionId", "acs.call_connection_id"),
+                ("serverCallId", "acs.server_call_id"),
+                ("correlationId", "acs.correlation_id"),
             ):
                 value = _opt_id(data, name)
                 if value:
                     ids.append((attr, value))
             source = call_source(self._book(), event_type, code, subcode)
             return Event(event_type, key, source, code, subcode, None, when, tuple(ids))
-        return Event(event_type, key, ids=tuple(ids), time_unix_nano=when)
+        return Event(event_type, key, ids=tuple(ids), time_text=when)
 
     # -- Vonage ------------------------------------------------------------------------------
 
@@ -281,16 +287,11 @@ class EventParser:
             ("messaging.message.id", message_id),
             ("vonage.dlr.status", status),
         )
-        when = _vonage_time(params.get("message-timestamp"))
+        stamp = params.get("message-timestamp")
+        # ``YYYY-MM-DD HH:MM:SS`` in UTC -> RFC 3339 (parse_time checks it when a log is built)
+        when = stamp.strip().replace(" ", "T") + "+00:00" if isinstance(stamp, str) else ""
         key = f"vonage|{message_id}|{status}"
         return Event("vonage.sms.dlr", key, SOURCE_VONAGE_DLR, code, None, status, when, ids)
-
-
-def _vonage_time(value: Any) -> int:
-    """``message-timestamp`` is ``YYYY-MM-DD HH:MM:SS`` in UTC; 0 when absent or unparseable."""
-    if not isinstance(value, str):
-        return 0
-    return parse_time(value.strip().replace(" ", "T") + "+00:00")
 
 
 def vonage_signature(params: Mapping[str, Any], secret: str, method: str) -> str:
