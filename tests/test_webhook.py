@@ -29,7 +29,15 @@ from vonage_http_client import Auth
 from exporter import CodebookMetrics, Enricher, make_webhook_asgi_app, make_webhook_wsgi_app
 from exporter.sidecar.config import ConfigError, load_config
 from exporter.sidecar.forwarder import Forwarder
-from exporter.sidecar.webhook import DedupWindow, WebhookHandler, WebhookListener
+from exporter.sidecar.webhook import (
+    EVENT_OUTCOMES,
+    OTHER_ROUTE,
+    OUTCOMES,
+    ROUTES,
+    DedupWindow,
+    WebhookHandler,
+    WebhookListener,
+)
 
 TOKEN = "t0ken-for-tests-0123456789"
 EG = "/webhooks/azure/eventgrid"
@@ -800,3 +808,25 @@ def test_sidecar_serves_webhooks(tmp_path: Any) -> None:
         assert proc.value(
             "codebook_webhook_requests_total", route="azure_eventgrid", outcome="accepted"
         ) == 1.0
+
+
+def test_outcome_labels_are_closed_sets(hub: Harness) -> None:
+    """Every route and outcome label the handler writes is one of the documented values."""
+    hub.post_json(CA, [call_event("PlayFailed", 400, 8535, "o1"), 5])
+    hub.post_json(CA, [call_event("PlayFailed", 400, 8535, "o1")])
+    hub.request("POST", EG, b"nope")
+    hub.request("POST", EG, b"[]", ctype="text/plain")
+    hub.request("GET", "/elsewhere")
+    hub.request("POST", DLR, b"{}", token=None)
+    metrics = hub.enricher.metrics
+    requests = set(metrics._webhook_requests.series)
+    events = set(metrics._webhook_events.series)
+    assert {o for _, o in requests} <= set(OUTCOMES)
+    assert {o for _, o in events} <= set(EVENT_OUTCOMES)
+    assert {r for r, _ in requests | events} <= {*ROUTES.values(), OTHER_ROUTE}
+    assert len({o for _, o in requests}) == 6
+    rejected = metrics.value(
+        "codebook_telemetry_rejected_total",
+        {"signal": "logs", "transport": "webhook", "reason": "malformed"},
+    )
+    assert rejected == 2.0  # the bad event of the partial batch and the bad JSON body

@@ -102,6 +102,10 @@ OUTCOMES = (
     "internal_error",  # 500
 )
 EVENT_OUTCOMES = ("accepted", "duplicate", "ignored", "malformed")
+# Refusals of a provider's body, also counted in codebook_telemetry_rejected_total{signal="logs",
+# transport="webhook"} (the CodebookTelemetryRejected alert). 401/404/405 are not: on an
+# internet-facing listener they are mostly probes; see codebook_webhook_requests_total.
+_REJECTED = frozenset(("malformed", "too_large", "unsupported_media_type"))
 _JSON_TYPES = frozenset(
     ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
 )
@@ -123,6 +127,7 @@ _SEVERITY = {
     "critical": (int(SeverityNumber.SEVERITY_NUMBER_FATAL), "FATAL"),
 }
 SCOPE_NAME = "exporter.sidecar.webhook"
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _BLOCK_CACHE_SIZE = 4096  # encoded provider.* attribute blocks kept (cleared when full)
 _ROUTE_ATTR = "codebook.webhook.route"
 
@@ -149,7 +154,7 @@ class Response:
 def _json_reply(
     status: int, doc: Mapping[str, Any], extra: Iterable[tuple[str, str]] = ()
 ) -> Response:
-    body = json.dumps(doc, separators=(",", ":")).encode()
+    body = _ENCODER.encode(doc).encode()
     headers = (("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra)
     return Response(status, headers, body)
 
@@ -276,11 +281,14 @@ class WebhookHandler:
         except _Refused as exc:
             response = _json_reply(exc.status, {"error": str(exc)}, exc.headers)
             outcome = exc.outcome
+            if outcome in _REJECTED:  # a provider's body refused (not a stray probe): alertable
+                self.metrics.telemetry_rejected("logs", "webhook", outcome)
         except Exception:
             if not self._logged:
                 self._logged = True
                 _log.exception("codebook: webhook request failed")
             response, outcome = _json_reply(500, {"error": "internal error"}), "internal_error"
+            self.metrics.telemetry_rejected("logs", "webhook", outcome)
         self.metrics.webhook_request(route, outcome)
         return response
 
@@ -439,6 +447,8 @@ class WebhookHandler:
         metrics.webhook_events(route, "duplicate", duplicates)
         metrics.webhook_events(route, "ignored", ignored)
         metrics.webhook_events(route, "malformed", len(failed))
+        if failed:
+            metrics.telemetry_rejected("logs", "webhook", "malformed", len(failed))
         if records and sink is not None:
             metrics.telemetry_received("logs", "webhook", len(records))
             request = log_request(self._resource, SCOPE_NAME, records)
@@ -625,7 +635,9 @@ class _ErrorTask(ErrorTask):
         handler = getattr(self.channel.server, "codebook_handler", None)
         if handler is not None:
             route = ROUTES.get(getattr(request, "path", ""), OTHER_ROUTE)
-            handler.metrics.webhook_request(route, "too_large" if status == 413 else "malformed")
+            outcome = "too_large" if status == 413 else "malformed"
+            handler.metrics.webhook_request(route, outcome)
+            handler.metrics.telemetry_rejected("logs", "webhook", outcome)
         self.status = f"{status} {_REASONS.get(status, 'Error')}"
         headers: Any = self.response_headers
         headers.append(("Content-Type", "application/json"))
