@@ -830,3 +830,15 @@ def test_outcome_labels_are_closed_sets(hub: Harness) -> None:
         {"signal": "logs", "transport": "webhook", "reason": "malformed"},
     )
     assert rejected == 2.0  # the bad event of the partial batch and the bad JSON body
+
+
+def test_vonage_json_nulls_are_dropped_and_nesting_refused(hub: Harness) -> None:
+    """A JSON DLR may carry null fields (ignored); a nested value is a malformed receipt."""
+    ok = {**dlr(message_id="n1", err="4", status="failed"), "client-ref": None}
+    got, _, _ = hub.request("POST", DLR, json.dumps(ok).encode())
+    assert got == 200
+    assert hub.codes("vonage.sms_dlr", "4") == 1.0
+    nested = {**dlr(message_id="n2"), "extra": {"a": 1}}
+    got, _, body = hub.request("POST", DLR, json.dumps(nested).encode())
+    assert got == 400
+    assert "one flat object" in json.loads(body)["error"]

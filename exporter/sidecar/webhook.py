@@ -67,7 +67,6 @@ from .webhook_events import (
     BadEvent,
     Event,
     EventParser,
-    Parsed,
     Validation,
     check_vonage_signature,
     parse_time,
@@ -331,11 +330,13 @@ class WebhookHandler:
                 parsed = self._parser.callautomation(doc)
         except BadEvent as exc:
             raise _Refused(400, "malformed", str(exc)) from None
+        events: list[Event | BadEvent] = []
         for item in parsed:
             if isinstance(item, Validation):
                 self.metrics.webhook_events(route, "ignored")
                 return _json_reply(200, {"validationResponse": item.code}), "handshake"
-        return self._accept(route, parsed)
+            events.append(item)
+        return self._accept(route, events)
 
     def _authorize(self, params: list[tuple[str, str]], headers: Mapping[str, str]) -> None:
         if not self._token:
@@ -384,10 +385,11 @@ class WebhookHandler:
         elif ctype == "application/json":
             doc = _decode_json(body)
             if not isinstance(doc, dict) or not all(
-                isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in doc.values()
+                v is None or (isinstance(v, (str, int, float)) and not isinstance(v, bool))
+                for v in doc.values()
             ):
                 raise _Refused(400, "malformed", "a JSON delivery receipt is one flat object")
-            fields = {str(k): str(v) for k, v in doc.items()}
+            fields = {str(k): str(v) for k, v in doc.items() if v is not None}
         else:
             raise _Refused(
                 415, "unsupported_media_type",
@@ -397,7 +399,7 @@ class WebhookHandler:
         if self._vonage_secret:
             self._check_signature(fields, query)
         try:
-            event: Parsed = self._parser.vonage_dlr(fields)
+            event: Event | BadEvent = self._parser.vonage_dlr(fields)
         except BadEvent as exc:
             self.metrics.webhook_events("vonage_dlr", "malformed")
             raise _Refused(400, "malformed", str(exc)) from None
@@ -420,7 +422,7 @@ class WebhookHandler:
 
     # -- counting and logs -------------------------------------------------------------------
 
-    def _accept(self, route: str, parsed: list[Parsed]) -> tuple[Response, str]:
+    def _accept(self, route: str, parsed: list[Event | BadEvent]) -> tuple[Response, str]:
         accepted = duplicates = ignored = 0
         failed: list[dict[str, Any]] = []
         records: list[LogEntry] = []
@@ -428,9 +430,6 @@ class WebhookHandler:
         for index, item in enumerate(parsed):
             if isinstance(item, BadEvent):
                 failed.append({"index": index, "reason": str(item)})
-                continue
-            if not isinstance(item, Event):  # a second validation event: not a code
-                ignored += 1
                 continue
             if item.source is None:
                 ignored += 1
