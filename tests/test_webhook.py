@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import socket
@@ -21,6 +22,8 @@ from azure.core.credentials import AzureKeyCredential
 from azure.core.exceptions import ClientAuthenticationError, HttpResponseError
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridEvent, EventGridPublisherClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from otlp_upstream import HttpUpstream
 from sidecar_proc import SidecarProcess, wait_for
@@ -842,3 +845,39 @@ def test_vonage_json_nulls_are_dropped_and_nesting_refused(hub: Harness) -> None
     got, _, body = hub.request("POST", DLR, json.dumps(nested).encode())
     assert got == 400
     assert "one flat object" in json.loads(body)["error"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(
+        st.sampled_from(
+            ["id", "type", "eventType", "specversion", "source", "data", "resultInformation",
+             "code", "subCode", "deliveryStatusDetails", "messageId", "status", "err-code",
+             "validationCode", "EventType", "Data", "time", "eventTime"]
+        ) | st.text(max_size=8),
+        children,
+        max_size=6,
+    ),
+    max_leaves=30,
+)
+
+
+@functools.cache
+def _hostile_handler() -> WebhookHandler:
+    return WebhookHandler(Enricher(metrics=CodebookMetrics()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(doc=json_values, path=st.sampled_from([EG, CA, DLR]))
+def test_hostile_json_never_crashes(doc: Any, path: str) -> None:
+    """Any JSON body gets 200 or 400 with a JSON reply, never a 500."""
+    handler = _hostile_handler()
+    resp = handler.handle("POST", path, "", {"content-type": "application/json"},
+                          json.dumps(doc).encode())
+    assert resp.status in (200, 400), resp.body
+    json.loads(resp.body)
+    assert handler.metrics.value(
+        "codebook_webhook_requests_total",
+        {"route": ROUTES[path], "outcome": "internal_error"},
+    ) is None
