@@ -881,3 +881,14 @@ def test_hostile_json_never_crashes(doc: Any, path: str) -> None:
         "codebook_webhook_requests_total",
         {"route": ROUTES[path], "outcome": "internal_error"},
     ) is None
+
+
+def test_pascal_case_envelope_and_result(hub: Harness) -> None:
+    """PascalCase envelope, data and resultInformation keys are matched case-insensitively."""
+    event = call_event("PlayFailed", 400, 8535, "p1")
+    event = {k[0].upper() + k[1:]: v for k, v in event.items()}
+    event["Data"] = {k[0].upper() + k[1:]: v for k, v in event["Data"].items()}
+    event["Data"]["ResultInformation"] = {"Code": 400, "SubCode": 8535}
+    status, body = hub.post_json(CA, [event])
+    assert (status, body["accepted"]) == (200, 1), body
+    assert hub.codes("azure.acs.call_automation", "400", "8535") == 1.0

@@ -95,16 +95,30 @@ class Validation:
 Parsed = Event | Validation | BadEvent
 
 
-def _get(obj: Mapping[str, Any], name: str) -> Any:
-    """``obj[name]`` with the key matched case-insensitively (``name`` as documented)."""
-    value = obj.get(name)
-    if value is not None:
-        return value
-    low = name.lower()
-    for key, value in obj.items():
-        if isinstance(key, str) and key.lower() == low:
-            return value
-    return None
+def _names(*names: str) -> dict[str, str]:
+    return {n.lower(): n for n in names}
+
+
+_ENVELOPE = _names(
+    "id", "type", "source", "specversion", "time", "eventType", "topic", "eventTime", "data"
+)
+_DATA = _names(
+    "messageId", "deliveryStatus", "deliveryStatusDetails", "resultInformation",
+    "callConnectionId", "serverCallId", "correlationId", "validationCode",
+)
+_RESULT = _names("code", "subCode")
+
+
+def _canonical(obj: dict[str, Any], names: Mapping[str, str], *required: str) -> dict[str, Any]:
+    """``obj`` when it has every ``required`` key as documented; else a copy whose keys that
+    match ``names`` case-insensitively (PascalCase samples) are renamed to the documented form.
+    """
+    for key in required:
+        if key not in obj:
+            break
+    else:
+        return obj
+    return {names.get(k.lower(), k) if isinstance(k, str) else k: v for k, v in obj.items()}
 
 
 def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
@@ -119,7 +133,7 @@ def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
 
 
 def _opt_id(data: Mapping[str, Any], key: str) -> str | None:
-    value = _get(data, key)
+    value = data.get(key)
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value).strip()
         if text:
@@ -208,21 +222,23 @@ class EventParser:
         try:
             if not isinstance(item, dict):
                 raise BadEvent("an event must be a JSON object")
-            spec = _get(item, "specversion")
+            if "id" not in item or ("specversion" not in item and "eventType" not in item):
+                item = _canonical(item, _ENVELOPE, "id")
+            spec = item.get("specversion")
             if spec is not None:
                 if spec != "1.0":
                     raise BadEvent(f"specversion {str(spec)[:20]!r} is not 1.0")
-                event_type = _text(_get(item, "type"), "type")
-                event_id = _text(_get(item, "id"), "id")
-                origin = _text(_get(item, "source"), "source", 1024)
-                when = _get(item, "time")
+                event_type = _text(item.get("type"), "type")
+                event_id = _text(item.get("id"), "id")
+                origin = _text(item.get("source"), "source", 1024)
+                when = item.get("time")
             else:
-                event_type = _text(_get(item, "eventType"), "eventType")
-                event_id = _text(_get(item, "id"), "id")
-                origin = str(_get(item, "topic") or "")[:1024]
-                when = _get(item, "eventTime")
+                event_type = _text(item.get("eventType"), "eventType")
+                event_id = _text(item.get("id"), "id")
+                origin = str(item.get("topic") or "")[:1024]
+                when = item.get("eventTime")
             ids = [("cloudevents.event_id", event_id)]
-            data = _get(item, "data")
+            data = item.get("data")
             if not isinstance(data, dict):
                 raise BadEvent("data must be a JSON object")
             key = f"azure|{origin}|{event_id}"
@@ -243,24 +259,30 @@ class EventParser:
     ) -> Parsed:
         kind = event_type.lower()
         if kind == TYPE_VALIDATION:
-            return Validation(_text(_get(data, "validationCode"), "data.validationCode"))
+            data = _canonical(data, _DATA, "validationCode")
+            return Validation(_text(data.get("validationCode"), "data.validationCode"))
         if kind == TYPE_SMS_REPORT:
+            data = _canonical(data, _DATA, "deliveryStatusDetails", "messageId")
             message_id = _opt_id(data, "messageId")
             if message_id:
                 ids.append(("messaging.message.id", message_id))
             status = _opt_id(data, "deliveryStatus")
             if status:
                 ids.append(("acs.sms.delivery_status", status[:32]))
-            code = sms_code(_get(data, "deliveryStatusDetails"))
+            code = sms_code(data.get("deliveryStatusDetails"))
             if code is None:
                 raise BadEvent("data.deliveryStatusDetails is missing or empty")
             return Event(event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids))
-        info = _get(data, "resultInformation")
-        if kind.startswith(_ACS_PREFIX) and info is not None:
+        if not kind.startswith(_ACS_PREFIX):
+            return Event(event_type, key, ids=tuple(ids), time_text=when)
+        data = _canonical(data, _DATA, "resultInformation", "callConnectionId")
+        info = data.get("resultInformation")
+        if info is not None:
             if not isinstance(info, dict):
                 raise BadEvent("data.resultInformation must be a JSON object")
-            code = _text(_get(info, "code"), "data.resultInformation.code", 32)
-            sub = _get(info, "subCode")
+            info = _canonical(info, _RESULT, "code", "subCode")
+            code = _text(info.get("code"), "data.resultInformation.code", 32)
+            sub = info.get("subCode")
             subcode = None if sub is None else _text(sub, "data.resultInformation.subCode", 32)
             for name, attr in (
                 ("callConnectionId", "acs.call_connection_id"),
