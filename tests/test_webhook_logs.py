@@ -48,11 +48,13 @@ EXAMPLES = [
               [("acs.call_connection_id", "c-1")],
               block([("provider.source", "azure.acs.calling")]))],
     [LogEntry(0, 0, 0, "", "", [], b"")],
+    [LogEntry(5, 6, 13, "WARN", "t", [("k" * n, "v" * m) for n in (1, 60, 130)
+                                      for m in (0, 1, 124, 125, 126, 127, 128, 200, 20000)])],
     [LogEntry(2**63, 2**64 - 1, 21, "FATAL", "é" * 200, [("k", "")], block([("", "v")]))] * 3,
 ]
 
 
-@pytest.mark.parametrize("entries", EXAMPLES, ids=["none", "one", "defaults", "edges"])
+@pytest.mark.parametrize("entries", EXAMPLES, ids=["none", "one", "defaults", "lengths", "edges"])
 def test_examples_match_protobuf(entries: list[LogEntry]) -> None:
     """Fixed examples, defaults and edge values encode exactly as protobuf does."""
     resource = [("service.name", "codebook-webhooks")]

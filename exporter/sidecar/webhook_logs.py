@@ -83,7 +83,13 @@ def _attribute(key: str, value: str) -> bytes:
         prefix = _string(b"\x0a", key)
         if len(_key_prefix) < 256:  # attribute names are this module's callers' own: few
             _key_prefix[key] = prefix
-    return _field(b"\x32", prefix + _field(b"\x12", _field(b"\x0a", _utf8(value))))
+    raw = value.encode("utf-8", "replace")
+    n = len(raw)
+    if n < 126:  # the usual case: one length byte for the value and its AnyValue
+        kv = prefix + b"\x12" + _SMALL[n + 2] + b"\x0a" + _SMALL[n] + raw
+    else:
+        kv = prefix + _field(b"\x12", _field(b"\x0a", raw))
+    return _field(b"\x32", kv)
 
 
 def attribute_block(pairs: Iterable[tuple[str, str]]) -> bytes:
@@ -91,22 +97,34 @@ def attribute_block(pairs: Iterable[tuple[str, str]]) -> bytes:
     return b"".join([_attribute(k, v) for k, v in pairs])
 
 
+_frames: dict[tuple[int, str, str], tuple[bytes, bytes]] = {}
+
+
+def _frame(number: int, text: str, name: str) -> tuple[bytes, bytes]:
+    """The fields before the attributes (severity, body) and the event name after them."""
+    key = (number, text, name)
+    hit = _frames.get(key)
+    if hit is None:
+        head = (b"\x10" + _varint(number) if number else b"") + _string(b"\x1a", text)
+        head += _field(b"\x2a", _any_string(name))
+        if len(_frames) >= 1024:
+            _frames.clear()
+        hit = _frames[key] = (head, _string(b"\x62", name))
+    return hit
+
+
 def _record(entry: LogEntry) -> bytes:
     # Field order and proto3 defaults (zero and empty scalars are not written) as protobuf does.
-    parts = []
-    if entry.time_unix_nano:
-        parts.append(b"\x09" + _FIXED64.pack(entry.time_unix_nano))
-    if entry.severity_number:
-        parts.append(b"\x10" + _varint(entry.severity_number))
-    if entry.severity_text:
-        parts.append(_field(b"\x1a", _utf8(entry.severity_text)))
-    parts.append(_field(b"\x2a", _any_string(entry.event_name)))
-    parts.append(entry.shared_block)
-    parts.extend([_attribute(k, v) for k, v in entry.attributes])
-    if entry.observed_time_unix_nano:
-        parts.append(b"\x59" + _FIXED64.pack(entry.observed_time_unix_nano))
-    if entry.event_name:
-        parts.append(_field(b"\x62", _utf8(entry.event_name)))
+    head, tail = _frame(entry.severity_number, entry.severity_text, entry.event_name)
+    when, observed = entry.time_unix_nano, entry.observed_time_unix_nano
+    parts = [
+        b"\x09" + _FIXED64.pack(when) if when else b"",
+        head,
+        entry.shared_block,
+        *[_attribute(k, v) for k, v in entry.attributes],
+        b"\x59" + _FIXED64.pack(observed) if observed else b"",
+        tail,
+    ]
     return b"".join(parts)
 
 
