@@ -128,6 +128,7 @@ _SEVERITY = {
 SCOPE_NAME = "exporter.sidecar.webhook"
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _BLOCK_CACHE_SIZE = 4096  # encoded provider.* attribute blocks kept (cleared when full)
+_SWEEP_EVERY = 1024  # dedup inserts between sweeps of expired keys
 _ROUTE_ATTR = "codebook.webhook.route"
 
 
@@ -187,6 +188,7 @@ class DedupWindow:
         self._clock = clock
         self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._inserts = 0
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -198,16 +200,22 @@ class DedupWindow:
         horizon = now - self.window_seconds
         with self._lock:
             seen = self._seen
-            while seen:
-                oldest, at = next(iter(seen.items()))
-                if at > horizon:
-                    break
-                del seen[oldest]
-            if digest in seen:
+            at = seen.get(digest)
+            if at is not None and at > horizon:
                 return False
+            if at is not None:  # seen before the window: counts again, now the newest key
+                seen.move_to_end(digest)
             seen[digest] = now
-            while len(seen) > self.max_keys:
+            if len(seen) > self.max_keys:
                 seen.popitem(last=False)
+            self._inserts += 1
+            if self._inserts >= _SWEEP_EVERY:  # expired keys go in bulk, not one per call
+                self._inserts = 0
+                while seen:
+                    oldest = next(iter(seen))
+                    if seen[oldest] > horizon:
+                        break
+                    del seen[oldest]
             return True
 
 

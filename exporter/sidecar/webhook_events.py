@@ -40,9 +40,8 @@ import hashlib
 import hmac
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..codebook import Codebook
 from ..taxonomy import Match
@@ -71,8 +70,7 @@ class BadEvent(Exception):
     """One event (or the whole body) is malformed; ``str(exc)`` is the reason."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One provider event. ``source`` is None for event types that carry no code."""
 
     event_type: str
@@ -85,8 +83,7 @@ class Event:
     ids: tuple[tuple[str, str], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
-class Validation:
+class Validation(NamedTuple):
     """An Event Grid subscription-validation handshake event."""
 
     code: str
