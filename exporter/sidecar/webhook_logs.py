@@ -16,6 +16,7 @@ code points replaced by ``?``, as the message classes would refuse them.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -132,8 +133,14 @@ def log_request(
     resource: Iterable[tuple[str, str]], scope_name: str, entries: Iterable[LogEntry]
 ) -> bytes:
     """A serialized ``ExportLogsServiceRequest``: one resource, one scope, ``entries``."""
-    res = b"".join(_field(b"\x0a", _key_value(k, v)) for k, v in resource)
-    scope = _field(b"\x0a", _string(b"\x0a", scope_name))
-    records = b"".join(_field(b"\x12", _record(e)) for e in entries)
-    resource_logs = _field(b"\x0a", res) + _field(b"\x12", scope + records)
+    res, scope = _head(tuple(resource), scope_name)
+    records = b"".join([_field(b"\x12", _record(e)) for e in entries])
+    resource_logs = res + _field(b"\x12", scope + records)
     return _field(b"\x0a", resource_logs)
+
+
+@functools.lru_cache(maxsize=16)
+def _head(resource: tuple[tuple[str, str], ...], scope_name: str) -> tuple[bytes, bytes]:
+    """The encoded resource field and scope of a request (the same for every request)."""
+    res = b"".join(_field(b"\x0a", _key_value(k, v)) for k, v in resource)
+    return _field(b"\x0a", res), _field(b"\x0a", _string(b"\x0a", scope_name))
