@@ -152,7 +152,8 @@ class _Sink:
 def serve(kind: str) -> tuple[Any, int]:
     sys.path.insert(0, str(REPO))
     from exporter import CodebookMetrics, Enricher
-    from exporter.sidecar.webhook import WebhookHandler, WebhookListener
+    from exporter.sidecar.webhook import WebhookHandler
+    from exporter.sidecar.webhook_listener import WebhookListener
 
     if kind == "codebook":
         handler = WebhookHandler(Enricher(metrics=CodebookMetrics()), sink=_Sink(), token=TOKEN)

@@ -39,8 +39,8 @@ from exporter.sidecar.webhook import (
     ROUTES,
     DedupWindow,
     WebhookHandler,
-    WebhookListener,
 )
+from exporter.sidecar.webhook_listener import WebhookListener
 
 TOKEN = "t0ken-for-tests-0123456789"
 EG = "/webhooks/azure/eventgrid"

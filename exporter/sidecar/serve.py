@@ -38,7 +38,8 @@ from .otlp import OtlpIntake
 from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
 from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
-from .webhook import WebhookHandler, WebhookListener
+from .webhook import WebhookHandler
+from .webhook_listener import WebhookListener
 
 _log = logging.getLogger("exporter.serve")
 

@@ -33,14 +33,13 @@ classification live in ``webhook_events``; this module owns the HTTP contract:
 
 :class:`WebhookHandler` is framework-free (method, path, query, headers, body -> status,
 headers, body); :func:`make_webhook_wsgi_app` and :func:`make_webhook_asgi_app` adapt it, and
-:class:`WebhookListener` serves it on waitress (the sidecar's HTTP stack). ``handle`` is
+``webhook_listener.WebhookListener`` serves it on waitress (the sidecar's HTTP stack). ``handle`` is
 thread-safe, never blocks (the sink's ``submit`` must not) and never raises.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
 import hashlib
 import hmac
 import json
@@ -49,15 +48,8 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
-
-from google.protobuf.message import Message
-from opentelemetry.proto.logs.v1.logs_pb2 import SeverityNumber
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
-from waitress.task import ErrorTask
 
 from ..codebook import ATTR_CODE, ATTR_SEVERITY, ATTR_SOURCE, ATTR_SUBCODE
 from ..enrich import Enricher
@@ -72,6 +64,9 @@ from .webhook_events import (
     parse_time,
 )
 from .webhook_logs import LogEntry, attribute_block, log_request
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message
 
 _log = logging.getLogger(__name__)
 
@@ -109,7 +104,7 @@ _JSON_TYPES = frozenset(
     ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
 )
 _FORM = "application/x-www-form-urlencoded"
-_REASONS = {
+REASONS = {
     200: "OK",
     400: "Bad Request",
     401: "Unauthorized",
@@ -119,11 +114,12 @@ _REASONS = {
     415: "Unsupported Media Type",
     500: "Internal Server Error",
 }
+# OTLP SeverityNumber values (logs data model): INFO 9, WARN 13, ERROR 17, FATAL 21.
 _SEVERITY = {
-    "info": (int(SeverityNumber.SEVERITY_NUMBER_INFO), "INFO"),
-    "warning": (int(SeverityNumber.SEVERITY_NUMBER_WARN), "WARN"),
-    "error": (int(SeverityNumber.SEVERITY_NUMBER_ERROR), "ERROR"),
-    "critical": (int(SeverityNumber.SEVERITY_NUMBER_FATAL), "FATAL"),
+    "info": (9, "INFO"),
+    "warning": (13, "WARN"),
+    "error": (17, "ERROR"),
+    "critical": (21, "FATAL"),
 }
 SCOPE_NAME = "exporter.sidecar.webhook"
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
@@ -148,7 +144,7 @@ class Response:
 
     @property
     def status_line(self) -> str:
-        return f"{self.status} {_REASONS.get(self.status, 'Error')}"
+        return f"{self.status} {REASONS.get(self.status, 'Error')}"
 
 
 def _json_reply(
@@ -530,7 +526,9 @@ def _wsgi_headers(environ: Mapping[str, Any]) -> dict[str, str]:
     return headers
 
 
-class _WsgiApp:
+class WsgiAdapter:
+    """:class:`WebhookHandler` as a WSGI app (see :func:`make_webhook_wsgi_app`)."""
+
     def __init__(self, handler: WebhookHandler) -> None:
         self.handler = handler
 
@@ -566,7 +564,7 @@ def make_webhook_wsgi_app(enricher: Enricher, **options: Any) -> WsgiApp:
 
     Mount it at the root, or forward the ``/webhooks/...`` paths unchanged.
     """
-    return _WsgiApp(WebhookHandler(enricher, **options))
+    return WsgiAdapter(WebhookHandler(enricher, **options))
 
 
 # -- ASGI ------------------------------------------------------------------------------------
@@ -626,122 +624,3 @@ def make_webhook_asgi_app(enricher: Enricher, **options: Any) -> AsgiApp:
     Runs the handler on the event loop: it does no I/O and returns in microseconds.
     """
     return _AsgiApp(WebhookHandler(enricher, **options))
-
-
-# -- the sidecar listener (waitress) ---------------------------------------------------------
-
-
-class _ErrorTask(ErrorTask):
-    """Waitress's own refusals (413 while reading, 400 bad HTTP), with a JSON body, counted."""
-
-    def execute(self) -> None:
-        request: Any = self.request
-        error = request.error
-        status = int(getattr(error, "code", 400))
-        body = json.dumps({"error": str(getattr(error, "body", "bad request"))}).encode()
-        handler = getattr(self.channel.server, "codebook_handler", None)
-        if handler is not None:
-            route = ROUTES.get(getattr(request, "path", ""), OTHER_ROUTE)
-            outcome = "too_large" if status == 413 else "malformed"
-            handler.metrics.webhook_request(route, outcome)
-            handler.metrics.telemetry_rejected("logs", "webhook", outcome)
-        self.status = f"{status} {_REASONS.get(status, 'Error')}"
-        headers: Any = self.response_headers
-        headers.append(("Content-Type", "application/json"))
-        self.set_close_on_finish()
-        self.content_length = len(body)
-        self.write(body)
-
-
-class _Channel(HTTPChannel):
-    error_task_class = _ErrorTask
-
-
-class WebhookListener:
-    """The webhook handler served by waitress on ``host:port`` (port 0 picks a free one).
-
-    Binds in the constructor (OSError when the address is taken). Plain HTTP: terminate TLS
-    at the ingress in front of it (see the README). ``start()`` serves from a daemon thread;
-    ``stop()`` stops accepting, drains for up to its timeout, then closes every connection.
-    """
-
-    def __init__(
-        self,
-        handler: WebhookHandler,
-        host: str = "127.0.0.1",
-        port: int = 8088,
-        *,
-        threads: int = 4,
-        connection_limit: int = 100,
-        idle_timeout_seconds: int = 60,
-    ) -> None:
-        self.handler = handler
-        self._map: dict[int, Any] = {}
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # queue depth notices
-        server = create_server(
-            _WsgiApp(handler),
-            map=self._map,
-            host=host,
-            port=port,
-            threads=max(1, threads),
-            connection_limit=max(1, connection_limit),
-            max_request_body_size=handler.max_body_bytes,
-            channel_timeout=idle_timeout_seconds,
-            asyncore_use_poll=True,
-            ident="codebook",
-            expose_tracebacks=False,
-        )
-        assert isinstance(server, BaseWSGIServer)
-        self._server = server
-        server.channel_class = _Channel
-        server.codebook_handler = handler  # type: ignore[attr-defined]
-        bound = server.getsockname()
-        self.host = str(bound[0])
-        self.port = int(bound[1])
-        self._stopping = threading.Event()
-        self._done = threading.Event()
-        self._drain_seconds = 5.0
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> WebhookListener:
-        """Serve from a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._run, name="codebook-webhooks", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                wasyncore.loop(timeout=0.2, map=self._map, use_poll=True, count=1)
-            self._server.accepting = False
-            self._server.del_channel()
-            if self._server.socket is not None:
-                self._server.socket.close()
-            deadline = time.monotonic() + self._drain_seconds
-            while time.monotonic() < deadline and self._busy():
-                wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
-        finally:
-            for channel in list(self._map.values()):
-                with contextlib.suppress(OSError):
-                    channel.close()
-            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-            self._done.set()
-
-    def _busy(self) -> bool:
-        dispatcher = self._server.task_dispatcher
-        if getattr(dispatcher, "queue", None) or getattr(dispatcher, "active_count", 0):
-            return True
-        return any(
-            getattr(ch, "total_outbufs_len", 0) or getattr(ch, "requests", None)
-            for ch in self._map.values()
-            if isinstance(ch, HTTPChannel)
-        )
-
-    def stop(self, timeout_seconds: float = 5.0) -> None:
-        """Stop accepting, drain for up to ``timeout_seconds``, close; idempotent."""
-        self._drain_seconds = timeout_seconds
-        self._stopping.set()
-        if self._thread is None:
-            self._server.close()
-            return
-        self._done.wait(timeout_seconds + 2)
