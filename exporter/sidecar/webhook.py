@@ -431,6 +431,7 @@ class WebhookHandler:
         failed: list[dict[str, Any]] = []
         records: list[LogEntry] = []
         sink = self.sink
+        now = int(self._clock() * 1e9) if sink is not None else 0
         for index, item in enumerate(parsed):
             if isinstance(item, BadEvent):
                 failed.append({"index": index, "reason": str(item)})
@@ -444,7 +445,7 @@ class WebhookHandler:
             out = self.enricher.enrich_code(item.source, item.code, item.subcode, item.message, 1)
             accepted += 1
             if sink is not None:
-                records.append(self._record(route, item, out or {}))
+                records.append(self._record(route, item, out or {}, now))
         metrics = self.metrics
         metrics.webhook_events(route, "accepted", accepted)
         metrics.webhook_events(route, "duplicate", duplicates)
@@ -472,8 +473,7 @@ class WebhookHandler:
             outcome = "ignored"
         return _json_reply(200, summary), outcome
 
-    def _record(self, route: str, event: Event, out: Mapping[str, str]) -> LogEntry:
-        now = int(self._clock() * 1e9)
+    def _record(self, route: str, event: Event, out: Mapping[str, str], now: int) -> LogEntry:
         number, text = _SEVERITY.get(out.get(ATTR_SEVERITY, ""), _SEVERITY["info"])
         # ``out`` is the enricher's shared mapping for this code in this codebook generation:
         # holding it in the entry keeps its id from being reused while the entry lives.
