@@ -218,8 +218,8 @@ class DedupWindow:
 class WebhookHandler:
     """The framework-free webhook handler (see the module docstring for the contract).
 
-    ``enricher`` classifies and counts; ``sink`` (optional) receives one
-    ``ExportLogsServiceRequest`` per request that accepted events; ``token`` (empty: no token
+    ``enricher`` classifies and counts; ``sink`` (optional) receives one serialized
+    ``ExportLogsServiceRequest`` (bytes) per request that accepted events; ``token`` (empty: no token
     check, fine on loopback only); ``vonage_signature_secret`` (empty: DLRs unsigned) with
     ``vonage_signature_method`` (``md5hash``, ``md5``, ``sha1``, ``sha256``, ``sha512``) and
     ``vonage_max_clock_skew_seconds``; ``clock`` gives Unix seconds (signatures, log times).
@@ -276,7 +276,7 @@ class WebhookHandler:
 
         ``too_large``: the server saw a body longer than ``max_body_bytes`` and did not read it.
         """
-        route = ROUTES.get(path, OTHER_ROUTE)
+        route = ROUTES.get(path) or ROUTES.get(path.rstrip("/"), OTHER_ROUTE)
         try:
             response, outcome = self._handle(
                 route, method.upper(), query, headers, body, too_large
