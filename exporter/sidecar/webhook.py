@@ -219,8 +219,8 @@ class WebhookHandler:
     """The framework-free webhook handler (see the module docstring for the contract).
 
     ``enricher`` classifies and counts; ``sink`` (optional) receives one serialized
-    ``ExportLogsServiceRequest`` (bytes) per request that accepted events; ``token`` (empty: no token
-    check, fine on loopback only); ``vonage_signature_secret`` (empty: DLRs unsigned) with
+    ``ExportLogsServiceRequest`` (bytes) per request that accepted events; ``token`` (empty:
+    no token check, fine on loopback only); ``vonage_signature_secret`` (empty: DLRs unsigned) with
     ``vonage_signature_method`` (``md5hash``, ``md5``, ``sha1``, ``sha256``, ``sha512``) and
     ``vonage_max_clock_skew_seconds``; ``clock`` gives Unix seconds (signatures, log times).
     """
