@@ -892,3 +892,12 @@ def test_pascal_case_envelope_and_result(hub: Harness) -> None:
     status, body = hub.post_json(CA, [event])
     assert (status, body["accepted"]) == (200, 1), body
     assert hub.codes("azure.acs.call_automation", "400", "8535") == 1.0
+
+
+def test_trailing_slash_is_the_same_route(hub: Harness) -> None:
+    """A subscription URL written with a trailing slash reaches the same route."""
+    status, body = hub.post_json(EG + "/", [eg_event(
+        "Microsoft.Communication.SMSDeliveryReportReceived", sms_data("4004"), "slash"
+    )])
+    assert (status, body["accepted"]) == (200, 1)
+    assert hub.requests_total("azure_eventgrid", "accepted") == 1.0
