@@ -19,13 +19,12 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _FIXED64 = struct.Struct("<Q")
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):
     """One log record: times (Unix ns), severity, event name (also the body), attributes."""
 
     time_unix_nano: int
