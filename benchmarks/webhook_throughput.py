@@ -8,13 +8,14 @@ with batching on: the handler's worst case, as the HTTP cost is shared by 50 eve
 event with a new id and a mix of ACS SMS codes; and Vonage DLRs (one form-encoded receipt per
 POST, a new messageId each). For each, rounds alternate between the real
 ``WebhookListener`` (token check, parsing, classification, dedup window, counting; log records
-encoded and handed to a sink standing in for the forwarder's queue) and a baseline waitress
-server with the same worker count whose WSGI app only reads the body, decodes it (JSON or
-form) and answers. A client process (so the client does not share the server's GIL) sends pre-built
-bodies over 4 persistent connections, bounded by ``--requests`` per connection and
-``--seconds`` per run. Prints events/s for both (median of rounds) and the ratio (goal >= 0.5),
-and events per CPU-second of the server process (this process runs only the server): on a
-shared machine wall-clock rates move with the load, CPU per event much less.
+encoded and handed to a sink standing in for the forwarder's queue; ``--no-forward``: no log
+records, as without ``forward.endpoint``) and a baseline waitress server with the same worker
+count whose WSGI app only reads the body, decodes it (JSON or form) and answers. A client
+process (so the client does not share the server's GIL) sends pre-built bodies over 4
+persistent connections, bounded by ``--requests`` per connection and ``--seconds`` per run.
+Prints events/s for both (median of rounds) and the ratio (goal >= 0.5), and events per
+CPU-second of the server process (this process runs only the server): on a shared machine
+wall-clock rates move with the load, CPU per event much less.
 """
 
 from __future__ import annotations
@@ -151,14 +152,15 @@ class _Sink:
         return True
 
 
-def serve(kind: str) -> tuple[Any, int]:
+def serve(kind: str, forward: bool = True) -> tuple[Any, int]:
     sys.path.insert(0, str(REPO))
     from exporter import CodebookMetrics, Enricher
     from exporter.sidecar.webhook import WebhookHandler
     from exporter.sidecar.webhook_listener import WebhookListener
 
     if kind == "codebook":
-        handler = WebhookHandler(Enricher(metrics=CodebookMetrics()), sink=_Sink(), token=TOKEN)
+        sink = _Sink() if forward else None
+        handler = WebhookHandler(Enricher(metrics=CodebookMetrics()), sink=sink, token=TOKEN)
         listener = WebhookListener(handler, "127.0.0.1", 0, threads=THREADS).start()
         return listener, listener.port
     import logging
@@ -182,9 +184,11 @@ def stop(kind: str, server: Any) -> None:
         server.close()
 
 
-def measure(kind: str, route: str, requests: int, seconds: float) -> tuple[float, float]:
+def measure(
+    kind: str, route: str, requests: int, seconds: float, forward: bool
+) -> tuple[float, float]:
     """(events/s, events per CPU-second of this process, which runs only the server)."""
-    server, port = serve(kind)
+    server, port = serve(kind, forward)
     cpu = time.process_time()
     try:
         out = subprocess.run(
@@ -205,6 +209,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--requests", type=int, default=300, help="per connection and run")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--no-forward", action="store_true",
+        help="no log records (the default config, without forward.endpoint)",
+    )
     parser.add_argument("--client", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--route", default="eventgrid-1", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -217,7 +225,9 @@ def main() -> None:
         for i in range(args.rounds):
             order = ("baseline", "codebook") if i % 2 == 0 else ("codebook", "baseline")
             for kind in order:
-                rate, cpu_rate = measure(kind, route, args.requests, args.seconds)
+                rate, cpu_rate = measure(
+                    kind, route, args.requests, args.seconds, not args.no_forward
+                )
                 rates[kind].append(rate)
                 per_cpu[kind].append(cpu_rate)
         base = statistics.median(rates["baseline"])
