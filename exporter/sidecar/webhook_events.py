@@ -92,6 +92,11 @@ class Validation(NamedTuple):
 Parsed = Event | Validation | BadEvent
 
 
+def _event(fields: tuple[Any, ...]) -> Event:
+    """``Event(*fields)`` without the keyword handling of the generated ``__new__``."""
+    return tuple.__new__(Event, fields)
+
+
 def _names(*names: str) -> dict[str, str]:
     return {n.lower(): n for n in names}
 
@@ -119,6 +124,10 @@ def _canonical(obj: dict[str, Any], names: Mapping[str, str], *required: str) ->
 
 
 def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
+    if type(value) is str:  # the usual case first
+        text = value.strip()
+        if text and len(text) <= limit:
+            return text
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise BadEvent(f"{what} must be a string")
     text = str(value).strip()
@@ -131,6 +140,9 @@ def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
 
 def _opt_id(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
+    if type(value) is str:  # the usual case first
+        text = value.strip()
+        return text[:MAX_ID_CHARS] if text else None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value).strip()
         if text:
@@ -166,6 +178,22 @@ def call_source(book: Codebook, event_type: str, code: object, subcode: object) 
 
 def sms_code(details: Any) -> str | None:
     """The code of an ACS SMS ``deliveryStatusDetails``: a 4-digit code, else the text."""
+    if type(details) is str:  # a few distinct texts recur: remember them (bounded)
+        code = _sms_codes.get(details)
+        if code is None:
+            code = _sms_code(details)
+            if len(_sms_codes) >= _SMS_CACHE_SIZE:
+                _sms_codes.clear()
+            _sms_codes[details] = code if code is not None else ""
+        return code or None
+    return _sms_code(details)
+
+
+_SMS_CACHE_SIZE = 1024
+_sms_codes: dict[str, str] = {}
+
+
+def _sms_code(details: Any) -> str | None:
     if isinstance(details, bool):
         return None
     if isinstance(details, int):
@@ -176,6 +204,17 @@ def sms_code(details: Any) -> str | None:
     if found is not None:
         return found.group(1)
     return " ".join(details.split())[:MAX_TEXT_CODE_CHARS]
+
+
+_kinds: dict[str, str] = {}  # event type -> lower case (a few dozen types; bounded)
+
+
+def _kind(event_type: str) -> str:
+    kind = event_type.lower()
+    if len(_kinds) >= 256:
+        _kinds.clear()
+    _kinds[event_type] = kind
+    return kind
 
 
 class EventParser:
@@ -254,22 +293,30 @@ class EventParser:
         when: str,
         ids: list[tuple[str, str]],
     ) -> Parsed:
-        kind = event_type.lower()
+        kind = _kinds.get(event_type) or _kind(event_type)
         if kind == TYPE_VALIDATION:
             data = _canonical(data, _DATA, "validationCode")
             return Validation(_text(data.get("validationCode"), "data.validationCode"))
-        if kind == TYPE_SMS_REPORT:
-            data = _canonical(data, _DATA, "deliveryStatusDetails", "messageId")
-            message_id = _opt_id(data, "messageId")
+        if kind == TYPE_SMS_REPORT:  # the busiest event type: the common cases inlined
+            if "deliveryStatusDetails" not in data or "messageId" not in data:
+                data = _canonical(data, _DATA, "deliveryStatusDetails", "messageId")
+            value = data.get("messageId")
+            message_id = (
+                value.strip()[:MAX_ID_CHARS] if type(value) is str else _opt_id(data, "messageId")
+            )
             if message_id:
                 ids.append(("messaging.message.id", message_id))
-            status = _opt_id(data, "deliveryStatus")
+            value = data.get("deliveryStatus")
+            status = value.strip() if type(value) is str else _opt_id(data, "deliveryStatus")
             if status:
                 ids.append(("acs.sms.delivery_status", status[:32]))
-            code = sms_code(data.get("deliveryStatusDetails"))
+            details = data.get("deliveryStatusDetails")
+            code = _sms_codes.get(details) or sms_code(details) if type(details) is str else (
+                sms_code(details)
+            )
             if code is None:
                 raise BadEvent("data.deliveryStatusDetails is missing or empty")
-            return Event(event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids))
+            return _event((event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids)))
         if not kind.startswith(_ACS_PREFIX):
             return Event(event_type, key, ids=tuple(ids), time_text=when)
         data = _canonical(data, _DATA, "resultInformation", "callConnectionId")
