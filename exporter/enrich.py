@@ -100,6 +100,25 @@ class Enricher:
             self._internal_error("traces")
             return None
 
+    def enrich_log(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
+        """:meth:`enrich_span` for a log record: the same result and count, through the same
+        cache; an internal failure is counted under ``signal="logs"``."""
+        try:
+            get = attributes.get
+            key = (get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE), get(ATTR_MESSAGE))
+            spans = self._spans
+            try:
+                hit = spans[1][key]
+            except (KeyError, TypeError):
+                if key[0] is None or key[1] is None:
+                    return None
+                hit = self._span_miss(spans, key)
+            self.metrics.count_cells(hit[1])
+            return hit[0]
+        except Exception:
+            self._internal_error("logs")
+            return None
+
     def enrich_code(
         self, source: object, code: object, subcode: object, message: object, n: int
     ) -> Mapping[str, str] | None:
