@@ -15,8 +15,9 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import json, os, urllib.request
+    import json, logging, os, urllib.request
     from opentelemetry import trace, metrics
+    from opentelemetry._logs import get_logger_provider
 
     tracer = trace.get_tracer("app")
     for code in ("1", "0", "99999"):
@@ -27,8 +28,12 @@ SCRIPT = textwrap.dedent(
         pass
     counter = metrics.get_meter("app").create_counter("sms.sent")
     counter.add(3, {"provider.source": "test.auto", "provider.code": "1", "phone": "+4477"})
+    log = logging.getLogger("app")
+    log.warning("send failed", extra={"provider.source": "test.auto", "provider.code": "1"})
+    log.warning("no code here")
     metrics.get_meter_provider().force_flush()
     trace.get_tracer_provider().force_flush()
+    get_logger_provider().force_flush()
     url = "http://127.0.0.1:%s/metrics" % os.environ["CODEBOOK_METRICS_PORT"]
     print("METRICS" + json.dumps(urllib.request.urlopen(url, timeout=10).read().decode()))
     """
@@ -73,7 +78,8 @@ def test_opentelemetry_instrument_enables_codebook(tmp_path: Path) -> None:
         "OTEL_PYTHON_CONFIGURATOR": "codebook",
         "OTEL_TRACES_EXPORTER": "console",
         "OTEL_METRICS_EXPORTER": "codebook_console",
-        "OTEL_LOGS_EXPORTER": "none",
+        "OTEL_LOGS_EXPORTER": "console",
+        "OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED": "true",
         "OTEL_METRIC_EXPORT_INTERVAL": "600000",
         "CODEBOOK_MAPPINGS": str(tmp_path / "maps"),
         "CODEBOOK_METRICS_PORT": str(port),
@@ -87,7 +93,8 @@ def test_opentelemetry_instrument_enables_codebook(tmp_path: Path) -> None:
     line = next(x for x in out.splitlines() if x.startswith("METRICS"))
     exposition = json.loads(line.removeprefix("METRICS"))
     labels = 'source="test.auto",code="1",subcode="",category="throttled",severity="warning"'
-    assert f'provider_codes_total{{{labels},retryable="with_backoff",owner="our_app"}} 1.0' in (
+    # One span and one log record carry code 1: each counts once.
+    assert f'provider_codes_total{{{labels},retryable="with_backoff",owner="our_app"}} 2.0' in (
         exposition)
     assert 'provider_codes_total{source="test.auto",code="99999"' in exposition
     assert f'sms_sent_total{{{labels},retryable="with_backoff",owner="our_app"}} 3.0' in exposition
@@ -97,6 +104,31 @@ def test_opentelemetry_instrument_enables_codebook(tmp_path: Path) -> None:
     # The metric exporter wrapper enriched the exported data point too.
     assert out.count('"provider.owner": "our_app"') >= 2
     assert "+4477" not in exposition
+    # The log record went through the console log exporter enriched, its severity kept.
+    records = _json_objects(out, '"body": ')
+    failed = next(r for r in records if r["body"] == "send failed")
+    assert failed["attributes"]["provider.category"] == "throttled"
+    assert failed["attributes"]["error.type"] == "throttled"
+    assert failed["severity_text"] == "WARN" and failed["severity_number"] == 13
+    plain = next(r for r in records if r["body"] == "no code here")
+    assert not any(k.startswith("provider.") for k in plain["attributes"])
+
+
+def _json_objects(text: str, marker: str) -> list[dict[str, object]]:
+    """The top-level JSON objects in ``text`` (console exporter output) that contain ``marker``."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, object]] = []
+    i = text.find("{")
+    while i != -1:
+        try:
+            obj, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(obj, dict) and marker in text[i:end]:
+            found.append(obj)
+        i = text.find("{", end)
+    return found
 
 
 @pytest.mark.parametrize("value", ["off", "none"])
