@@ -22,6 +22,14 @@
  * protobuf runtime parse it, which either rejects it or takes the message path. The walker
  * must never accept what the runtime rejects (tests/test_wire.py fuzzes exactly that).
  *
+ * Spans with an event named provider.result are left to the message path (ValueError, like
+ * any other form the walker does not interpret), which enriches the events.
+ *
+ * enrich_logs(buf, resolve, input_keys, output_keys, logs_root) does the same for an
+ * ExportLogsServiceRequest (resource_logs -> scope_logs -> log_records, attributes field 6):
+ * a record whose trace_id/span_id is set but not 16/8 bytes is removed (rejected), and a
+ * record carrying a code gets the blob (never the error blob: a record has no status).
+ *
  * Validation, the walk and the rewrite run without the GIL; resolve runs with it.
  */
 #define PY_SSIZE_T_CLEAN
@@ -72,6 +80,7 @@ typedef struct {
     Py_ssize_t n_groups, cap_groups;
     Py_ssize_t *table; /* open addressing over groups; -1 empty */
     Py_ssize_t table_size;
+    uint32_t attr_field; /* the items' attributes field: 0 for spans (9), 6 for log records */
 } Walk;
 
 /* The walk runs without the GIL, so failures are recorded here and raised afterwards. */
@@ -515,6 +524,24 @@ static Py_ssize_t group_of(Walk *w, const Value v[4]) {
 
 static const uint8_t ZERO[16];
 
+/* Whether a Span.Event's payload is named provider.result (any occurrence of its name field,
+ * so a repeated name cannot hide one: the runtime keeps the last). */
+static int is_result_event(const uint8_t *p, const uint8_t *end) {
+    static const char RESULT[] = "provider.result";
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return 1; /* bails anyway */
+        if (f == 2 && wt == WT_LEN && key_is(pl, n, (const uint8_t *)RESULT, sizeof RESULT - 1))
+            return 1;
+        p = next;
+    }
+    return 0;
+}
+
 static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
     SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1};
     Value v[4];
@@ -557,6 +584,8 @@ static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
             } else if (slot == 4) {
                 s.stale += next - field_start;
             }
+        } else if (f == 11 && wt == WT_LEN && is_result_event(pl, pl + n)) {
+            return bail("a provider.result span event: the message path enriches it");
         }
         p = next;
     }
@@ -608,6 +637,78 @@ static int scan_resource(Walk *w, const uint8_t *p, const uint8_t *end) {
     return scan_level(w, p, end, 2, scan_scope);
 }
 
+/* -- log records (enrich_logs) -------------------------------------------------------------
+ *
+ * ExportLogsServiceRequest.resource_logs (1) -> ResourceLogs.scope_logs (2) ->
+ * ScopeLogs.log_records (2): the same field numbers as for traces, so the writing below
+ * serves both. A LogRecord's attributes are field 6; its trace_id (9) and span_id (10) are
+ * optional, but when set they must be 16 and 8 bytes (else the record is rejected, as the
+ * message path does). A record has no status: it never gets the error blob.
+ */
+static int scan_log(Walk *w, const uint8_t *p, const uint8_t *end) {
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 0};
+    Value v[4];
+    int have[4] = {0, 0, 0, 0};
+    Py_ssize_t tn = 0, sn = 0;
+    int n_tid = 0, n_sid = 0;
+    memset(v, 0, sizeof(v));
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        const uint8_t *field_start = p;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == 6 || f == 9 || f == 10) {
+            if (wt != WT_LEN) return bail("LogRecord field with an unexpected wire type");
+        }
+        if (f == 9) {
+            tn = n;
+            n_tid++;
+        } else if (f == 10) {
+            sn = n;
+            n_sid++;
+        } else if (f == 6) {
+            Value val;
+            int slot = read_keyvalue(w, pl, pl + n, &val);
+            if (slot == -2) return -1;
+            if (slot >= 0 && slot < 4) {
+                v[slot] = val; /* the last attribute of a key wins, as in the message path */
+                have[slot] = 1;
+            } else if (slot == 4) {
+                s.stale += next - field_start;
+            }
+        }
+        p = next;
+    }
+    if (n_tid > 1 || n_sid > 1) return bail("LogRecord id repeated");
+    s.bad = (tn != 0 && tn != 16) || (sn != 0 && sn != 8);
+    if (!s.bad && have[1]) {
+        Py_ssize_t g = group_of(w, v);
+        if (g == -2) return -1;
+        w->groups[g].count++;
+        s.key = g;
+    }
+    if (w->n_spans == w->cap_spans) {
+        Py_ssize_t cap = w->cap_spans ? w->cap_spans * 2 : 256;
+        SpanInfo *ss = PyMem_RawRealloc(w->spans, (size_t)cap * sizeof(SpanInfo));
+        if (ss == NULL) return nomem();
+        w->spans = ss;
+        w->cap_spans = cap;
+    }
+    w->spans[w->n_spans++] = s;
+    return 0;
+}
+
+static int scan_scope_logs(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_log);
+}
+
+static int scan_resource_logs(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_scope_logs);
+}
+
 /* -- writing ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -656,7 +757,8 @@ static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
             uint64_t u;
             Value val;
             read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
-            if (!(f == 9 && read_keyvalue(w, pl, pl + n, &val) == 4)) {
+            uint32_t attrs = w->attr_field ? w->attr_field : 9;
+            if (!(f == attrs && read_keyvalue(w, pl, pl + n, &val) == 4)) {
                 memcpy(e->out, p, (size_t)(next - p));
                 e->out += next - p;
             }
@@ -784,8 +886,14 @@ static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_s
     return 0;
 }
 
+/* Set by enrich_logs for the one enrich_traces call it makes: the schema index of
+ * ExportLogsServiceRequest (0: a trace request). Read once, at the start of that call. */
+static _Thread_local Py_ssize_t t_logs_root;
+
 static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     (void)self;
+    Py_ssize_t logs_root = t_logs_root;
+    t_logs_root = 0;
     /* bytes only: the walk runs without the GIL and reads the buffer twice, so it must not
      * be able to change in between (a bytearray could). */
     PyObject *data, *resolve, *in_seq, *out_seq, *result = NULL;
@@ -813,8 +921,10 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     t_err = NULL;
     t_nomem = 0;
-    rc = validate(start, end, 0, 0);
-    if (rc == 0) rc = scan_level(&w, start, end, 1, scan_resource);
+    w.attr_field = logs_root ? 6 : 0;
+    rc = validate(start, end, logs_root, 0);
+    if (rc == 0)
+        rc = scan_level(&w, start, end, 1, logs_root ? scan_resource_logs : scan_resource);
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_walk_error();
@@ -923,6 +1033,25 @@ done:
     return result;
 }
 
+/* enrich_logs(buf, resolve, input_keys, output_keys, logs_root): enrich_traces for a
+ * serialized ExportLogsServiceRequest, validated against schema message logs_root. */
+static PyObject *enrich_logs(PyObject *self, PyObject *args) {
+    PyObject *data, *resolve, *in_seq, *out_seq;
+    Py_ssize_t root;
+    if (!PyArg_ParseTuple(args, "SOOOn", &data, &resolve, &in_seq, &out_seq, &root)) return NULL;
+    if (g_schema == NULL || root <= 0 || root >= g_n_msgs) {
+        PyErr_SetString(PyExc_ValueError, "logs_root names no message of the schema");
+        return NULL;
+    }
+    PyObject *rest = PyTuple_Pack(4, data, resolve, in_seq, out_seq);
+    if (rest == NULL) return NULL;
+    t_logs_root = root;
+    PyObject *r = enrich_traces(self, rest);
+    t_logs_root = 0;
+    Py_DECREF(rest);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"set_schema", set_schema, METH_O,
      "set_schema(messages): the message types the walker validates against, once per process; "
@@ -931,6 +1060,9 @@ static PyMethodDef methods[] = {
     {"enrich_traces", enrich_traces, METH_VARARGS,
      "enrich_traces(buf, resolve, input_keys, output_keys) -> (bytes | None, accepted, "
      "rejected): enrich a serialized ExportTraceServiceRequest (see the module source)."},
+    {"enrich_logs", enrich_logs, METH_VARARGS,
+     "enrich_logs(buf, resolve, input_keys, output_keys, logs_root) -> (bytes | None, "
+     "accepted, rejected): the same for a serialized ExportLogsServiceRequest."},
     {NULL, NULL, 0, NULL},
 };
 
