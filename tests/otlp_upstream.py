@@ -68,6 +68,7 @@ class HttpUpstream:
     def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
+        self.paths: list[str] = []  # the path of each kept body
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +81,7 @@ class HttpUpstream:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                outer.paths.append(self.path)
                 outer.bodies.append(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
