@@ -325,31 +325,94 @@ def test_mutated_requests_never_diverge(shape: list[list[list[Span]]],
 
 # -- span events ---------------------------------------------------------------------------
 
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
 RESULT = "provider.result"
 EVENT_CASES = [
-    # (name, spans, the wire path takes it)
-    ("result event", [span([("app", "x")], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])])],
-     False),
+    ("result event", [span([("app", "x")], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])])]),
     ("span and two events",
      [span([(SRC, "vonage.sms"), (CODE, "1")],
            events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")]),
-                   (RESULT, [(SRC, "vonage.sms"), (CODE, "0")])])], False),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "0")])])]),
+    ("enriched span with stale outputs and an event",
+     [span([("provider.owner", "x"), (SRC, "vonage.sms"), (CODE, "1")],
+           events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "6")])])]),
     ("event with stale outputs",
      [span([], events=[(RESULT, [("provider.category", "x"), (SRC, "vonage.sms"),
-                                 (CODE, "1")])])], False),
-    ("result event without code", [span([], events=[(RESULT, [(SRC, "vonage.sms")])])], False),
-    ("other event names", [span([(SRC, "vonage.sms"), (CODE, "1")],
-                                events=[("exception", [(SRC, "vonage.sms"), (CODE, "1")]),
-                                        ("provider.result ", [(CODE, "1")])])], True),
+                                 (CODE, "1"), ("error.type", "y")])])]),
+    ("event not enriched keeps stale outputs",
+     [span([], events=[(RESULT, [("provider.category", "x"), (CODE, "1")])])]),
+    ("result event without code", [span([], events=[(RESULT, [(SRC, "vonage.sms")])])]),
+    ("event unknown source", [span([], events=[(RESULT, [(SRC, "nope"), (CODE, 1)])])]),
+    ("event acs subcode", [span([], events=[(RESULT, [(SRC, "azure.acs.calling"), (CODE, 487),
+                                                      (SUB, 0)])])]),
+    ("event on a bad span is not counted",
+     [span([], tid=bytes(16), events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])]),
+      span([], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])])]),
+    ("events among other events",
+     [span([(SRC, "vonage.sms"), (CODE, "1")],
+           events=[("exception", [(SRC, "vonage.sms"), (CODE, "1")]),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "2")]),
+                   ("provider.result ", [(CODE, "1")]),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "4242")])])]),
+    ("a large event", [span([], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1"),
+                                                  ("note", "n" * 300)])])]),
 ]
 
 
-@pytest.mark.parametrize("spans,takes", [c[1:] for c in EVENT_CASES],
-                         ids=[c[0] for c in EVENT_CASES])
-def test_event_cases_agree(spans: list[Span], takes: bool) -> None:
-    """provider.result events go to the message path; other events stay on the wire path."""
+@pytest.mark.parametrize("spans", [c[1] for c in EVENT_CASES], ids=[c[0] for c in EVENT_CASES])
+def test_event_cases_agree(spans: list[Span]) -> None:
+    """provider.result events: the wire path enriches them exactly as the message path."""
     body = request(*spans)
+    assert wired(body) is not None
+    assert_same(body)
+
+
+def _event_span(event: bytes) -> bytes:
+    """A request of one valid span whose events field (11) holds ``event`` raw."""
+    sp = span([]).SerializeToString() + b"\x5a" + _varint(len(event)) + event
+    return _ld(0x0A, _ld(0x12, _ld(0x12, sp)))
+
+
+_RESULT_ATTRS = b"".join(
+    _ld(0x1A, kv.SerializeToString()) for kv in kvs([(SRC, "vonage.sms"), (CODE, "1")]))
+EVENT_RAW_FORMS = [
+    # (name, raw Span.Event payload, the wire path takes it)
+    ("name repeated", _ld(0x12, b"provider.result") + _ld(0x12, b"other") + _RESULT_ATTRS,
+     False),
+    ("name after the attributes", _RESULT_ATTRS + _ld(0x12, b"provider.result"), True),
+    ("unknown event field", _ld(0x12, b"provider.result") + b"\xf8\x07\x01" + _RESULT_ATTRS,
+     True),
+]
+
+
+@pytest.mark.parametrize("event,takes", [(e, t) for _, e, t in EVENT_RAW_FORMS],
+                         ids=[n for n, _, _ in EVENT_RAW_FORMS])
+def test_rare_event_forms(event: bytes, takes: bool) -> None:
+    body = _event_span(event)
+    ExportTraceServiceRequest.FromString(body)
     assert (wired(body) is not None) is takes
+    assert_same(body)
+
+
+def test_padded_event_length() -> None:
+    """A non-canonical length before an enriched event is rewritten canonically."""
+    event = _ld(0x12, b"provider.result") + _RESULT_ATTRS
+    sp = span([]).SerializeToString() + b"\x5a" + padded_len(len(event)) + event
+    body = _ld(0x0A, _ld(0x12, _ld(0x12, sp)))
+    assert wired(body) is not None
     assert_same(body)
 
 
@@ -385,8 +448,29 @@ SPANS_WITH_EVENTS = st.builds(
 @given(st.lists(st.lists(st.lists(SPANS_WITH_EVENTS, max_size=4), max_size=3), min_size=1,
                 max_size=2))
 def test_generated_requests_with_events_agree(shape: list[list[list[Span]]]) -> None:
-    """Spans with and without provider.result events: both paths give the same."""
-    assert_same(build(shape))
+    """Spans with and without provider.result events: the wire path takes them and gives
+    what the message path gives."""
+    body = build(shape)
+    assert wired(body) is not None
+    assert_same(body)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.lists(SPANS_WITH_EVENTS, min_size=1, max_size=3), min_size=1,
+                         max_size=2), min_size=1, max_size=2),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+       st.integers(0, 10**6))
+def test_mutated_requests_with_events_never_diverge(
+    shape: list[list[list[Span]]], flips: list[tuple[int, int]], cut: int
+) -> None:
+    """Corrupted bytes around events: accepted only when the runtime accepts them, same result."""
+    body = bytearray(build(shape))
+    for pos, byte in flips:
+        body[pos % len(body)] = byte
+    data = bytes(body[: len(body) - cut % 8])
+    if wired(data) is not None:
+        ExportTraceServiceRequest.FromString(data)
+    assert_same(data)
 
 
 # -- logs ----------------------------------------------------------------------------------
@@ -470,19 +554,6 @@ def test_rejected_log_records_report_partial_success() -> None:
     assert (result.accepted, result.rejected) == (1, 1)
     assert result.response.partial_success.rejected_log_records == 1
     assert "trace_id" in result.response.partial_success.error_message
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _ld(tag: int, payload: bytes) -> bytes:
-    return bytes([tag]) + _varint(len(payload)) + payload
 
 
 def test_deep_log_body_nesting_is_left_to_the_runtime() -> None:

@@ -21,8 +21,8 @@ Cost: a protobuf trace or logs request is enriched in its wire format by the C e
 ``exporter._wire`` (built with the package): it walks the bytes down to the spans (log
 records), groups them by their provider code, resolves and counts each distinct code once,
 and splices the pre-serialized output attributes into them, so a 1,000-span batch costs about
-as much as parsing it. Requests it does not interpret (rare wire forms, spans with
-``provider.result`` events, OTLP/JSON) and installs without the extension take the message
+as much as parsing it (``provider.result`` span events included). Requests it does not
+interpret (rare wire forms, OTLP/JSON) and installs without the extension take the message
 path, with identical results (tested side by side). For metrics, the provider keys are
 looked for in the serialized request first; a batch that carries none is never walked
 attribute by attribute. Every method runs on the receiver's worker thread, never blocks
