@@ -10,7 +10,8 @@ no counting). A client process sends the same pre-built 1,000-span batch (every 
 ``provider.source``/``provider.code``, a mix of mapped and unmapped codes, plus 4 ordinary
 attributes) over 4 persistent connections, bounded by ``--requests`` per run and ``--seconds``.
 For logs (issue 10) the batch is 1,000 log records with the same attributes, a body and a
-severity, every record carrying a code; the baseline parses ExportLogsServiceRequest.
+severity, every record carrying a code; the baseline parses ExportLogsServiceRequest. For
+``events`` it is 1,000 spans each carrying its code on a ``provider.result`` span event.
 
 Printed per transport: spans/s of both, the ratio (goal: >= 0.8), spans per CPU-second of the
 server process (``per core``), and the sidecar's RSS idle and its peak under the flood (goal:
@@ -43,7 +44,9 @@ CONNECTIONS = 4
 WORKERS = 4
 
 
-def build_batch() -> bytes:
+def build_batch(events: bool = False) -> bytes:
+    """1,000 spans carrying a code each, or (``events``) each a ``provider.result`` event
+    carrying it instead."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
         ExportTraceServiceRequest,
     )
@@ -62,8 +65,15 @@ def build_batch() -> bytes:
             "http.response.status_code": AnyValue(int_value=200),
             "messaging.batch.message_count": AnyValue(int_value=1),
         }
+        result = []
+        if events:
+            result = [Span.Event(time_unix_nano=1_700_000_000_000_100_000 + i,
+                                 name="provider.result",
+                                 attributes=[KeyValue(key=k, value=attrs.pop(k))
+                                             for k in ("provider.source", "provider.code")])]
         spans.append(
             Span(
+                events=result,
                 trace_id=os.urandom(16),
                 span_id=os.urandom(8),
                 name="sms.send",
@@ -325,7 +335,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="time bound per run")
     parser.add_argument("--requests", type=int, default=400, help="batches per run (bound)")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--signal", choices=("traces", "logs", "both"), default="both")
+    parser.add_argument("--signal", choices=("traces", "logs", "events", "both"),
+                        default="both", help="both: traces and logs")
     args = parser.parse_args()
     if args.baseline_server == "http":
         baseline_http()
@@ -335,7 +346,8 @@ def main() -> None:
         return
     global SIDECAR_CWD
     SIDECAR_CWD, wire = sidecar_cwd()
-    bodies = {"traces": build_batch(), "logs": build_logs_batch()}
+    bodies = {"traces": build_batch(), "logs": build_logs_batch(),
+              "events": build_batch(events=True)}
     signals = ("traces", "logs") if args.signal == "both" else (args.signal,)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "bench.yaml"
@@ -351,12 +363,12 @@ def main() -> None:
               f"{os.cpu_count()} cores; best of {args.rounds} alternating rounds; sidecar from "
               f"{SIDECAR_CWD}, C wire path {'on' if wire else 'OFF (message path)'}")
         for signal, transport in [(g, t) for g in signals for t in ("http", "grpc")]:
-            body, unit = bodies[signal], "spans" if signal == "traces" else "records"
+            body, unit = bodies[signal], "records" if signal == "logs" else "spans"
             best: dict[str, dict[str, float]] = {}
             for _ in range(args.rounds):
                 for kind in ("baseline", "sidecar"):
                     r = run_once(kind, transport, body, args.requests, args.seconds, config,
-                                 signal)
+                                 "logs" if signal == "logs" else "traces")
                     if kind not in best or r["spans_per_s"] > best[kind]["spans_per_s"]:
                         peak = max(r["rss_peak_mb"], best.get(kind, {}).get("rss_peak_mb", 0))
                         best[kind] = {**r, "rss_peak_mb": peak}
