@@ -143,3 +143,48 @@ def test_metrics_port_can_be_disabled(value: str) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "None"
+
+
+FALLBACK = textwrap.dedent(
+    """
+    import logging, os
+    os.environ.update(OTEL_TRACES_EXPORTER="console", OTEL_METRICS_EXPORTER="none",
+                      OTEL_LOGS_EXPORTER="console", CODEBOOK_METRICS_PORT="off",
+                      OTEL_PYTHON_LOGGING_AUTO_INSTRUMENTATION_ENABLED="true")
+    from opentelemetry import trace
+    from opentelemetry._logs import get_logger_provider
+    from exporter import autoconfig
+
+    # As an SDK whose configuration takes no processor factories (the 1.30 floor's).
+    autoconfig._TAKES_SPAN_PROCESSOR = autoconfig._TAKES_LOG_PROCESSOR = False
+    real = autoconfig._configuration._initialize_components
+
+    def initialize(**kwargs):
+        assert "export_span_processor" not in kwargs
+        assert "export_log_record_processor" not in kwargs
+        return real(**kwargs)
+
+    autoconfig._configuration._initialize_components = initialize
+    autoconfig.CodebookConfigurator().configure()
+    with trace.get_tracer("t").start_as_current_span(
+            "s", attributes={"provider.source": "vonage.sms", "provider.code": "1"}):
+        pass
+    logging.getLogger("app").warning(
+        "x", extra={"provider.source": "vonage.sms", "provider.code": "1"})
+    trace.get_tracer_provider().force_flush()
+    get_logger_provider().force_flush()
+    print("COUNT", autoconfig.shared_enricher().metrics.value("provider_codes_total", {
+        "source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+        "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}))
+    """
+)
+
+
+def test_configurator_wraps_processors_on_sdks_without_factories(tmp_path: Path) -> None:
+    """Without the SDK's processor factories, the built processors are wrapped afterwards."""
+    (tmp_path / "app.py").write_text(FALLBACK, encoding="utf-8")
+    proc = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "COUNT 2.0" in proc.stdout
+    assert '"provider.category": "throttled"' in proc.stdout
