@@ -92,6 +92,14 @@ class CodebookLogRecordProcessor(LogRecordProcessor):
 
     emit = on_emit  # the name older SDKs call
 
+    def enabled(self, **kwargs: Any) -> bool:
+        """Whether any downstream would take such a record (SDKs that ask; others: True)."""
+        for d in self._downstream:
+            ask = getattr(d, "enabled", None)
+            if ask is None or ask(**kwargs):
+                return True
+        return False
+
     def _fail(self) -> None:
         if not self._logged:
             self._logged = True

@@ -244,3 +244,36 @@ def test_old_sdk_entry_point_and_downstream_method() -> None:
 
     assert CodebookLogRecordProcessor.emit is CodebookLogRecordProcessor.on_emit
     assert log_processor_module._emit_method(OldStyle()).__name__ == "emit"
+
+
+class Picky(SdkLogRecordProcessor):
+    """A downstream that takes warnings and above only (SDKs that ask processors first)."""
+
+    def __init__(self) -> None:
+        self.got: list[Any] = []
+
+    def on_emit(self, log_record: Any) -> None:
+        self.got.append(log_record)
+
+    emit = on_emit
+
+    def enabled(self, **kwargs: Any) -> bool:
+        severity = kwargs.get("severity_number")
+        return severity is None or severity.value >= 13
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def test_enabled_asks_the_downstream() -> None:
+    from opentelemetry._logs import SeverityNumber
+
+    picky = Picky()
+    proc = CodebookLogRecordProcessor([picky], Enricher(BOOK, CodebookMetrics()))
+    assert proc.enabled(severity_number=SeverityNumber.WARN) is True
+    assert proc.enabled(severity_number=SeverityNumber.DEBUG) is False
+    both = CodebookLogRecordProcessor([picky, SimpleLogRecordProcessor(InMemory())])
+    assert both.enabled(severity_number=SeverityNumber.DEBUG) is True
