@@ -1,7 +1,9 @@
 """The span processor: tags spans that carry a provider code and counts them.
 
 The SDK freezes a span's attributes before ``on_end``, so a span with a code is forwarded
-downstream as an enriched copy; a span without one is forwarded as the same object.
+downstream as an enriched copy; a span without one is forwarded as the same object. Span
+events named ``provider.result`` that carry a code are enriched (in the copy) and counted
+once each, like spans; the span's own code, if any, counts once more.
 
 Span status: when the code means the operation did not get through (every category but
 success, pending and call_ended_normal) and the application left the status UNSET, the copy
@@ -10,9 +12,10 @@ failed operations says. A status the application set (OK or ERROR) is never chan
 
 Two implementations of ``on_end`` give the same result. When the C extension
 ``exporter._hot`` is built (``pip install .``), the instance's ``on_end`` is its
-``SpanHook``. It handles a span without a code, and a code already in the enricher's span
-cache, without a Python frame. Every other span goes to the Python ``on_end`` below, which is
-the reference. ``tests/test_hot.py`` checks that the two produce the same spans and counts.
+``SpanHook``. It handles a span without a code (and without ``provider.result`` events),
+and a code already in the enricher's span cache, without a Python frame. Every other span
+goes to the Python ``on_end`` below, which is the reference. ``tests/test_hot.py`` checks that
+the two produce the same spans and counts.
 """
 
 from __future__ import annotations
