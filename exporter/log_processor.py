@@ -70,18 +70,19 @@ class CodebookLogRecordProcessor(LogRecordProcessor):
         try:
             record = getattr(log_record, "log_record", log_record)
             attrs: Any = record.attributes
-            if attrs:
-                raw: Mapping[str, Any] = attrs._dict if type(attrs) is _BOUNDED else attrs
-                if ATTR_CODE in raw:
-                    extra = self.enricher.enrich_log(raw)
-                    if extra is not None:
-                        if type(attrs) is _BOUNDED and not attrs._immutable:
-                            # In place, as BoundedAttributes.update does, without its per-key
-                            # validation (the values are short strings) or limit: the output
-                            # attributes never push the application's own out.
-                            attrs._dict.update(extra)
-                        else:
-                            record.attributes = {**raw, **extra}
+            # The private storage, not the mapping API (its __len__ and __contains__ are
+            # Python calls per record): the SDK's shape is probed at import.
+            raw: Mapping[str, Any] = attrs._dict if type(attrs) is _BOUNDED else (attrs or {})
+            if ATTR_CODE in raw:
+                extra = self.enricher.enrich_log(raw)
+                if extra is not None:
+                    if type(attrs) is _BOUNDED and not attrs._immutable:
+                        # In place, as BoundedAttributes.update does, without its per-key
+                        # validation (the values are short strings) or limit: the output
+                        # attributes never push the application's own out.
+                        attrs._dict.update(extra)
+                    else:
+                        record.attributes = {**raw, **extra}
         except Exception:
             self._fail()
         for emit in self._emits:
