@@ -83,7 +83,7 @@ class HttpUpstream:
     def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
-        self.paths: list[str] = []  # the path of each kept body
+        self.requests: list[tuple[str, bytes]] = []  # (path, body) of each kept body
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -96,7 +96,7 @@ class HttpUpstream:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                outer.paths.append(self.path)
+                outer.requests.append((self.path, body))  # one append: never torn
                 outer.bodies.append(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")

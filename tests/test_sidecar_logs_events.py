@@ -73,8 +73,7 @@ def sidecar(tmp_path_factory: pytest.TempPathFactory,
 
 def _forwarded_logs(upstream: HttpUpstream) -> list[LogRecord]:
     out = []
-    # The server thread appends the path first: a snapshot may hold one path more.
-    for path, body in zip(list(upstream.paths), list(upstream.bodies), strict=False):
+    for path, body in list(upstream.requests):
         if path.endswith("/v1/logs"):
             req = ExportLogsServiceRequest.FromString(gzip.decompress(body))
             out += [r for rl in req.resource_logs for sl in rl.scope_logs for r in sl.log_records]
@@ -83,8 +82,7 @@ def _forwarded_logs(upstream: HttpUpstream) -> list[LogRecord]:
 
 def _forwarded_spans(upstream: HttpUpstream) -> list[Any]:
     out = []
-    # The server thread appends the path first: a snapshot may hold one path more.
-    for path, body in zip(list(upstream.paths), list(upstream.bodies), strict=False):
+    for path, body in list(upstream.requests):
         if path.endswith("/v1/traces"):
             req = ExportTraceServiceRequest.FromString(gzip.decompress(body))
             out += [s for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
