@@ -6,6 +6,7 @@ The public API is what ``__all__`` lists; every other module is an implementatio
 from .codebook import Codebook, Resolution, load_codebook
 from .enrich import Enricher
 from .loader import MappingError
+from .log_processor import CodebookLogRecordProcessor
 from .metric_exporter import CodebookMetricExporter
 from .metrics import CodebookMetrics
 from .processor import CodebookSpanProcessor
@@ -16,6 +17,7 @@ from .taxonomy import Category, Match, Owner, Retryable, Severity
 __all__ = [
     "Category",
     "Codebook",
+    "CodebookLogRecordProcessor",
     "CodebookMetricExporter",
     "CodebookMetrics",
     "CodebookSpanProcessor",

@@ -17,7 +17,8 @@
  *    the merged attributes and, for an error category when the status is UNSET, the
  *    category's ERROR status from error_status(category)).
  *
- * Everything else (another span class, a cache miss, an unhashable value, dropped attributes,
+ * Everything else (a span with an event named provider.result, another span class, a cache
+ * miss, an unhashable value, dropped attributes,
  * any unexpected shape or failure before counting) is handed whole to slow(span), the Python
  * on_end, which counts, copies and forwards it itself; nothing is counted twice because the
  * hand-over happens before this path counts. A downstream that raises is reported through
@@ -158,6 +159,45 @@ static int get_or_none(PyObject *raw, PyObject *key, PyObject **out) {
     return 0;
 }
 
+/* 1 when span has an event named provider.result (the Python on_end enriches those), 0 when
+ * not, -1 on an unexpected shape (also handed over). Reads the SDK's ``_events`` (a
+ * BoundedList, or a tuple) and each event's ``name``; names created on first use. */
+static int has_result_event(PyObject *span) {
+    static PyObject *s_events, *s_name, *s_result;
+    if (s_result == NULL) {
+        s_events = PyUnicode_InternFromString("_events");
+        s_name = PyUnicode_InternFromString("name");
+        s_result = PyUnicode_InternFromString("provider.result");
+        if (s_events == NULL || s_name == NULL || s_result == NULL) return -1;
+    }
+    PyObject *events = PyObject_GetAttr(span, s_events);
+    if (events == NULL) return -1;
+    if (PyTuple_CheckExact(events) && PyTuple_GET_SIZE(events) == 0) {
+        Py_DECREF(events);
+        return 0;
+    }
+    Py_ssize_t n = PyObject_Length(events);
+    if (n <= 0) { /* empty (the common case), or not a sequence */
+        Py_DECREF(events);
+        return n == 0 ? 0 : -1;
+    }
+    PyObject *seq = PySequence_Fast(events, "events"); /* owns the items while we read */
+    Py_DECREF(events);
+    if (seq == NULL) return -1;
+    int found = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && !found; i++) {
+        PyObject *name = PyObject_GetAttr(PySequence_Fast_GET_ITEM(seq, i), s_name);
+        if (name == NULL) {
+            found = -1;
+            break;
+        }
+        found = PyUnicode_Check(name) ? PyUnicode_Compare(name, s_result) == 0 : 0;
+        Py_DECREF(name);
+    }
+    Py_DECREF(seq);
+    return found;
+}
+
 static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
                            PyObject *kwnames) {
     SpanHook *h = (SpanHook *)self;
@@ -165,6 +205,7 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         return PyObject_Vectorcall(h->slow, args, nargsf, kwnames); /* not the SDK's call */
     PyObject *span = args[0];
     if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
+    if (has_result_event(span) != 0) return hand_over(h, span); /* events: Python on_end */
 
     PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL;
     PyObject *hit = NULL, *copy = NULL, *result = NULL;

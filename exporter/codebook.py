@@ -34,6 +34,8 @@ ATTR_RETRYABLE = "provider.retryable"
 ATTR_OWNER = "provider.owner"
 ATTR_MATCH = "provider.match"
 ATTR_ERROR_TYPE = "error.type"
+# The name of a span event that carries one provider result (one per recipient, say).
+EVENT_RESULT = "provider.result"
 
 # Distinct raw inputs remembered per Codebook before the fallback cache starts over.
 DEFAULT_CACHE_SIZE = 4096

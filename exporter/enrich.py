@@ -100,14 +100,40 @@ class Enricher:
             self._internal_error("traces")
             return None
 
+    def enrich_log(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
+        """:meth:`enrich_span` for a log record: the same result and count, through the same
+        cache; an internal failure is counted under ``signal="logs"``."""
+        try:
+            get = attributes.get
+            key = (get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE), get(ATTR_MESSAGE))
+            spans = self._spans
+            try:
+                hit = spans[1][key]
+            except (KeyError, TypeError):
+                if key[0] is None or key[1] is None:
+                    return None
+                hit = self._span_miss(spans, key)
+            self.metrics.count_cells(hit[1])
+            return hit[0]
+        except Exception:
+            self._internal_error("logs")
+            return None
+
     def enrich_code(
-        self, source: object, code: object, subcode: object, message: object, n: int
+        self,
+        source: object,
+        code: object,
+        subcode: object,
+        message: object,
+        n: int,
+        signal: str = "traces",
     ) -> Mapping[str, str] | None:
         """Resolve one provider code carried by ``n`` spans and count them all at once.
 
         For batches grouped by code (the sidecar's wire path); the same result and counts as
         ``n`` calls of :meth:`enrich_span`, through the same cache (which ``enrich_span``
-        inlines, saving a call per span). None when source or code is missing.
+        inlines, saving a call per span). None when source or code is missing. An internal
+        failure is counted under ``signal`` (the items' signal: traces or logs).
         """
         try:
             key = (source, code, subcode, message)
@@ -121,7 +147,7 @@ class Enricher:
             self.metrics.count_cells(hit[1], n)
             return hit[0]
         except Exception:
-            self._internal_error("traces")
+            self._internal_error(signal)
             return None
 
     def _span_miss(self, spans: _SpanCache, key: _SpanKey) -> _SpanHit:

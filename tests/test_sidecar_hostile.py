@@ -12,11 +12,13 @@ import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Metric,
     NumberDataPoint,
@@ -119,6 +121,37 @@ def test_mutated_protobuf_over_http_and_grpc(
     assert status in (200, 400)
     with grpc.insecure_channel(sidecar.grpc) as channel:
         call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        try:
+            call(data, timeout=10)
+        except grpc.RpcError as exc:
+            assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+VALID_LOGS = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(
+    log_records=[LogRecord(body=_s("failed"), trace_id=b"\x01" * 16, attributes=[
+        KeyValue(key="provider.source", value=_s("vonage.sms")),
+        KeyValue(key="provider.code", value=_s("1"))])] * 3)])]).SerializeToString()
+
+
+@FUZZ
+@given(
+    cut=st.integers(min_value=0, max_value=len(VALID_LOGS)),
+    flips=st.lists(
+        st.tuples(st.integers(0, len(VALID_LOGS) - 1), st.integers(0, 255)), max_size=8
+    ),
+)
+def test_mutated_logs_over_http_and_grpc(
+    sidecar: SidecarProcess, cut: int, flips: list[tuple[int, int]]
+) -> None:
+    """Truncated and bit-flipped logs requests: 200 or 400, OK or INVALID_ARGUMENT."""
+    body = bytearray(VALID_LOGS[:cut])
+    for pos, value in flips:
+        if pos < len(body):
+            body[pos] = value
+    data = bytes(body)
+    assert _post(sidecar, data, "application/x-protobuf", "/v1/logs") in (200, 400)
+    with grpc.insecure_channel(sidecar.grpc) as channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.logs.v1.LogsService/Export")
         try:
             call(data, timeout=10)
         except grpc.RpcError as exc:
