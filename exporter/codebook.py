@@ -35,6 +35,9 @@ ATTR_OWNER = "provider.owner"
 ATTR_MATCH = "provider.match"
 ATTR_ERROR_TYPE = "error.type"
 
+# The subcode that means "no specific subcode" in the ACS tables (TAXONOMY.md §1).
+NO_SUBCODE = "0"
+
 # Distinct raw inputs remembered per Codebook before the fallback cache starts over.
 DEFAULT_CACHE_SIZE = 4096
 
@@ -144,9 +147,11 @@ class Codebook:
         self._names: dict[str, str] = {}
         self._exact: dict[tuple[str, str, str, str], Resolution] = {}
         self._subcode: dict[tuple[str, str], Resolution] = {}
+        self._name_codes: dict[tuple[str, str], str] = {}
         self._classes: dict[str, tuple[_ClassRule, ...]] = {}
         self._cache_size = max(cache_size, 0)
         subcode_seen: dict[tuple[str, str], list[Rule]] = {}
+        name_seen: dict[tuple[str, str], set[str]] = {}
         for table in tables:
             src = table.source
             self.tables[src] = table
@@ -155,8 +160,10 @@ class Codebook:
             for rule in table.entries:
                 res = _make(src, Match.EXACT, rule)
                 self._exact[(src, *rule.key)] = res
-                if rule.subcode:
+                if rule.subcode and rule.subcode != NO_SUBCODE:
                     subcode_seen.setdefault((src, rule.subcode), []).append(rule)
+                if rule.name and rule.code:
+                    name_seen.setdefault((src, rule.name), set()).add(rule.code)
             self._classes[src] = tuple(
                 _ClassRule(
                     lo,
@@ -175,6 +182,13 @@ class Codebook:
             chosen = alone[0] if alone else (rules[0] if len(rules) == 1 else None)
             if chosen is not None:
                 self._subcode[(src, sub)] = self._exact[(src, *chosen.key)]
+        codes_of = {(src, code) for src, code, _sub, _msg in self._exact}
+        for (src, name), named in name_seen.items():
+            # A provider name stands for its code when it names one code of the source and is
+            # not itself a code there (TAXONOMY.md §1): APNs BadDeviceToken is 2009.
+            key = normalize_code(name)
+            if len(named) == 1 and key and (src, key) not in codes_of:
+                self._name_codes[(src, key)] = next(iter(named))
         self._unknown_source = _make(None, Match.UNMAPPED, None)
         self._unmapped = {src: _make(src, Match.UNMAPPED, None) for src in self.tables}
         self._base_cache = self._seed_cache()
@@ -234,9 +248,12 @@ class Codebook:
         if src is None:
             return self._unknown_source
         c = normalize_code(code) or ""
+        c = self._name_codes.get((src, c), c)
         sub = normalize_code(subcode) or ""
         exact = self._exact
         if sub:
+            # Subcode 0 means "no specific subcode": it matches only its own (code, 0) pair,
+            # never alone (TAXONOMY.md §1); such a code resolves by the code below.
             hit = exact.get((src, c, sub, "")) or self._subcode.get((src, sub))
             if hit is not None:
                 return hit

@@ -128,6 +128,29 @@ CASES = {
         "recipient_invalid warning no end_user exact",
     ),
     "fcm-90000401-authentication": (f"{P}.fcm", "90000401", "auth critical no our_config exact"),
+    # an entry's unique provider name resolves as its code (TAXONOMY §1)
+    "apns-name-BadDeviceToken-is-2009": (
+        f"{P}.apns",
+        "BadDeviceToken",
+        "recipient_invalid warning no our_app exact",
+    ),
+    "apns-name-is-case-sensitive": (
+        f"{P}.apns",
+        "baddevicetoken",
+        "unknown warning with_backoff unknown unmapped",
+    ),
+    # APNs' HTTP status 410 is not a code of Alibaba's table (it reports 2011 Unregistered)
+    "apns-http-410-not-a-code": (f"{P}.apns", "410", "unknown warning with_backoff unknown unmapped"),
+    "fcm-name-NotRegistered": (
+        f"{P}.fcm",
+        "NotRegistered",
+        "recipient_invalid warning no end_user exact",
+    ),
+    "oppo-name-with-spaces": (
+        f"{P}.oppo",
+        " Invalid RegistrationId ",
+        "recipient_invalid warning no our_app exact",
+    ),
     "fcm-unlisted-code-unmapped": (
         f"{P}.fcm",
         "90000999",
