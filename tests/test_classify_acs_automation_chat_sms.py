@@ -31,11 +31,31 @@ CASES = {
     "ca-bare-8522-generic-not-found": (CA, None, "8522", "invalid_state warning no our_app exact"),
     "ca-500-8522-subcode-decides": (CA, "500", "8522", "invalid_state warning no our_app exact"),
     # subcode 0 is "no specific subcode": it never decides alone, the code does (TAXONOMY §1)
-    "ca-500-0-resolves-by-code": (CA, "500", "0", "provider_internal error with_backoff provider exact"),
-    "ca-500-int-0-resolves-by-code": (CA, 500, 0, "provider_internal error with_backoff provider exact"),
-    "ca-999-0-unmapped-not-success": (CA, "999", "0", "unknown warning with_backoff unknown unmapped"),
+    "ca-500-0-resolves-by-code": (
+        CA,
+        "500",
+        "0",
+        "provider_internal error with_backoff provider exact",
+    ),
+    "ca-500-int-0-resolves-by-code": (
+        CA,
+        500,
+        0,
+        "provider_internal error with_backoff provider exact",
+    ),
+    "ca-999-0-unmapped-not-success": (
+        CA,
+        "999",
+        "0",
+        "unknown warning with_backoff unknown unmapped",
+    ),
     "ca-bare-0-generic-entry": (CA, None, "0", "success info no none exact"),
-    "chat-500-0-unmapped-not-success": (CHAT, "500", "0", "unknown warning with_backoff unknown unmapped"),
+    "chat-500-0-unmapped-not-success": (
+        CHAT,
+        "500",
+        "0",
+        "unknown warning with_backoff unknown unmapped",
+    ),
     # thousands separators in the seed (TAXONOMY §5)
     "ca-8,540-all-busy": (CA, "487", "8,540", "recipient_declined info yes end_user exact"),
     "ca-8606-int": (CA, None, 8606, "provider_internal error with_backoff provider exact"),

@@ -140,7 +140,11 @@ CASES = {
         "unknown warning with_backoff unknown unmapped",
     ),
     # APNs' HTTP status 410 is not a code of Alibaba's table (it reports 2011 Unregistered)
-    "apns-http-410-not-a-code": (f"{P}.apns", "410", "unknown warning with_backoff unknown unmapped"),
+    "apns-http-410-not-a-code": (
+        f"{P}.apns",
+        "410",
+        "unknown warning with_backoff unknown unmapped",
+    ),
     "fcm-name-NotRegistered": (
         f"{P}.fcm",
         "NotRegistered",
