@@ -318,8 +318,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"codebook: cannot listen: {exc}", file=sys.stderr)
             sidecar.stop()
             return 1
+        # The one "listening" line: JSON on stdout, the process contract (no log copy of it).
         print(json.dumps({"event": "listening", **addresses}), flush=True)
-        _log.info("codebook serve: listening %s", addresses)
         while not stop.is_set():
             stop.wait(0.2)
             if hup.is_set():
