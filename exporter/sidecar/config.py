@@ -68,6 +68,8 @@ class ReceiversConfig:
     max_request_bytes: int = _opt(4 << 20, minimum=1024)
     max_pending_requests: int = _opt(16, minimum=0)
     retry_after_seconds: int = _opt(1, minimum=1)
+    # false: spans/points a Codebook upstream already enriched (provider.match) pass uncounted.
+    count_enriched: bool = _opt(True)
 
 
 @dataclass

@@ -140,7 +140,9 @@ class Sidecar:
                 ca_file=f.ca_file or None,
                 insecure_skip_verify=f.insecure_skip_verify,
             )
-        self.intake = OtlpIntake(self.enricher, self.forwarder)
+        self.intake = OtlpIntake(
+            self.enricher, self.forwarder, count_enriched=cfg.receivers.count_enriched
+        )
         self.grpc: OtlpGrpcReceiver | None = None
         self.http: OtlpHttpReceiver | None = None
         self.metrics_server: MetricsServer | None = None
