@@ -1,4 +1,4 @@
-"""Resolving a provider code: the immutable Codebook and its fallback ladder (TAXONOMY.md §1)."""
+"""Resolving a provider code: the immutable Codebook and its fallback ladder (taxonomy §1)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ ATTR_OWNER = "provider.owner"
 ATTR_MATCH = "provider.match"
 ATTR_ERROR_TYPE = "error.type"
 
-# The subcode that means "no specific subcode" in the ACS tables (TAXONOMY.md §1).
+# The subcode that means "no specific subcode" in the ACS tables (docs/taxonomy.md §1).
 NO_SUBCODE = "0"
 
 # Distinct raw inputs remembered per Codebook before the fallback cache starts over.
@@ -177,7 +177,7 @@ class Codebook:
             )
         for (src, sub), rules in subcode_seen.items():
             # A subcode decides alone only when the source gives it one meaning: a subcode-only
-            # entry, or the single entry that carries it (TAXONOMY.md §1).
+            # entry, or the single entry that carries it (docs/taxonomy.md §1).
             alone = [r for r in rules if not r.code]
             chosen = alone[0] if alone else (rules[0] if len(rules) == 1 else None)
             if chosen is not None:
@@ -185,7 +185,7 @@ class Codebook:
         codes_of = {(src, code) for src, code, _sub, _msg in self._exact}
         for (src, name), named in name_seen.items():
             # A provider name stands for its code when it names one code of the source and is
-            # not itself a code there (TAXONOMY.md §1): APNs BadDeviceToken is 2009.
+            # not itself a code there (docs/taxonomy.md §1): APNs BadDeviceToken is 2009.
             key = normalize_code(name)
             if len(named) == 1 and key and (src, key) not in codes_of:
                 self._name_codes[(src, key)] = next(iter(named))
@@ -253,7 +253,7 @@ class Codebook:
         exact = self._exact
         if sub:
             # Subcode 0 means "no specific subcode": it matches only its own (code, 0) pair,
-            # never alone (TAXONOMY.md §1); such a code resolves by the code below.
+            # never alone (docs/taxonomy.md §1); such a code resolves by the code below.
             hit = exact.get((src, c, sub, "")) or self._subcode.get((src, sub))
             if hit is not None:
                 return hit

@@ -183,7 +183,7 @@ CASES = {
         "1",
         "recipient_declined info yes end_user exact",
     ),
-    # subcode 0 is "no specific subcode": it never decides alone, the code does (TAXONOMY §1)
+    # subcode 0 is "no specific subcode": it never decides alone, the code does (taxonomy §1)
     "pstn-500-0-by-code-class": (
         PSTN,
         "500",

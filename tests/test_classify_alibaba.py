@@ -128,7 +128,7 @@ CASES = {
         "recipient_invalid warning no end_user exact",
     ),
     "fcm-90000401-authentication": (f"{P}.fcm", "90000401", "auth critical no our_config exact"),
-    # an entry's unique provider name resolves as its code (TAXONOMY §1)
+    # an entry's unique provider name resolves as its code (docs/taxonomy.md §1)
     "apns-name-BadDeviceToken-is-2009": (
         f"{P}.apns",
         "BadDeviceToken",
@@ -165,6 +165,6 @@ CASES = {
 
 @pytest.mark.parametrize(("source", "code", "expected"), list(CASES.values()), ids=list(CASES))
 def test_classification(source: str, code: str, expected: str) -> None:
-    """Tricky rows get the labels TAXONOMY.md gives their condition."""
+    """Tricky rows get the labels docs/taxonomy.md gives their condition."""
     r = load_codebook().resolve(source, code)
     assert f"{r.category} {r.severity} {r.retryable} {r.owner} {r.match}" == expected

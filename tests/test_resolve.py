@@ -83,7 +83,7 @@ CASES = [
 def test_ladder(
     book: Codebook, code: object, subcode: object, message: object, category: str, match: str
 ) -> None:
-    """Each rung of TAXONOMY.md §1 in order: pair, subcode, message, code, class, unmapped."""
+    """Each rung of docs/taxonomy.md §1 in order: pair, subcode, message, code, class, unmapped."""
     r = book.resolve("test.ladder", code, subcode, message)
     assert (r.category, r.match) == (category, match)
 
