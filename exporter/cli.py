@@ -89,6 +89,11 @@ def _validate(args: argparse.Namespace) -> int:
     missing = [p for p in paths if not Path(p).exists()]
     present = [p for p in paths if p not in missing]
     builtin = args.builtin or not paths
+    if builtin:
+        # The built-in folder itself (an editable install's mappings/) is the built-in layer,
+        # not an overlay on it.
+        own = builtin_mappings_dir().resolve()
+        present = [p for p in present if own not in (Path(p).resolve(), Path(p).resolve().parent)]
     # The same layers loading uses: the built-ins, then each path overlaid in turn.
     layers: list[list[str | Path]] = [[builtin_mappings_dir()]] if builtin else []
     layers += [[p] for p in present] if builtin else [present]
