@@ -3,6 +3,13 @@
 The public API is what ``__all__`` lists; every other module is an implementation detail.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("codebook-exporter")  # the installed package's own version
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from .codebook import Codebook, Resolution, load_codebook
 from .enrich import Enricher
 from .loader import MappingError
@@ -30,6 +37,7 @@ __all__ = [
     "Resolution",
     "Retryable",
     "Severity",
+    "__version__",
     "load_codebook",
     "make_asgi_app",
     "make_wsgi_app",

@@ -188,3 +188,61 @@ def test_configurator_wraps_processors_on_sdks_without_factories(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr
     assert "COUNT 2.0" in proc.stdout
     assert '"provider.category": "throttled"' in proc.stdout
+
+
+CHAIN_APP = textwrap.dedent(
+    """
+    from opentelemetry import trace
+
+    tracer = trace.get_tracer("app")
+    for code in ("1", "1"):
+        with tracer.start_as_current_span("sms.send") as span:
+            span.set_attribute("provider.source", "vonage.sms")
+            span.set_attribute("provider.code", code)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("count_enriched", "expected"), [(True, 3.0), (False, 1.0)],
+                         ids=["sidecar-counts-everything", "sidecar-skips-enriched"])
+def test_configurator_chained_to_a_sidecar(
+    tmp_path: Path, count_enriched: bool, expected: float
+) -> None:
+    """The in-process configurator enriches two spans and exports them to a sidecar, which
+    also receives one raw span from a plain SDK. The sidecar counts both enriched ones again
+    by default, and only the raw one with receivers.count_enriched=false (so the two
+    Codebooks never count a span twice)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from sidecar_proc import SidecarProcess
+
+    instrument = shutil.which("opentelemetry-instrument", path=str(Path(sys.executable).parent))
+    assert instrument, "opentelemetry-instrument is a runtime dependency"
+    (tmp_path / "app.py").write_text(CHAIN_APP, encoding="utf-8")
+    config = {"receivers": {"count_enriched": count_enriched}}
+    with SidecarProcess(tmp_path, config) as sidecar:
+        env = {
+            **os.environ,
+            "OTEL_PYTHON_CONFIGURATOR": "codebook",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_METRICS_EXPORTER": "none",
+            "OTEL_LOGS_EXPORTER": "none",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{sidecar.grpc}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "CODEBOOK_METRICS_PORT": "off",
+        }
+        proc = subprocess.run([instrument, sys.executable, "app.py"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(
+            endpoint=sidecar.grpc, insecure=True)))
+        with provider.get_tracer("raw").start_as_current_span(
+            "sms.send", attributes={"provider.source": "vonage.sms", "provider.code": "1"}
+        ):
+            pass
+        provider.shutdown()
+        assert sidecar.total("provider_codes_total", source="vonage.sms", code="1") == expected
+        assert sidecar.total("codebook_telemetry_received_total", signal="traces") == 3.0

@@ -52,12 +52,16 @@ class Capture:
         return True
 
 
-def both(body: bytes, signal: str = "traces") -> Iterator[tuple[str, Any, Capture, Enricher]]:
+def both(
+    body: bytes, signal: str = "traces", count_enriched: bool = True
+) -> Iterator[tuple[str, Any, Capture, Enricher]]:
     """Run ``body`` through the wire path and the message path; yield each outcome."""
     for wire in (True, False):
         enricher = Enricher(BOOK, CodebookMetrics())
         capture = Capture()
-        intake = OtlpIntake(enricher, capture, wire=wire)  # type: ignore[arg-type]
+        intake = OtlpIntake(
+            enricher, capture, wire=wire, count_enriched=count_enriched  # type: ignore[arg-type]
+        )
         try:
             result: Any = intake.export_protobuf(signal, body, "http")
         except MalformedRequest as exc:
@@ -69,9 +73,11 @@ PARSE = {"traces": ExportTraceServiceRequest.FromString,
          "logs": ExportLogsServiceRequest.FromString}
 
 
-def assert_same(body: bytes, signal: str = "traces") -> tuple[Any, Capture]:
+def assert_same(
+    body: bytes, signal: str = "traces", count_enriched: bool = True
+) -> tuple[Any, Capture]:
     """The wire and message paths agree on reply, forwarded items and every metric."""
-    (_, wr, wc, we), (_, mr, mc, me) = both(body, signal)
+    (_, wr, wc, we), (_, mr, mc, me) = both(body, signal, count_enriched)
     if isinstance(mr, MalformedRequest):
         assert isinstance(wr, MalformedRequest)
         return wr, wc
@@ -127,6 +133,7 @@ def wired(body: bytes) -> tuple[bytes, int, int] | None:
 
 
 SRC, CODE, SUB, MSG = "provider.source", "provider.code", "provider.subcode", "provider.message"
+MATCH = "provider.match"
 
 CASES = [
     ("mapped error code", [span([(SRC, "vonage.sms"), (CODE, "1")])]),
@@ -164,6 +171,66 @@ def test_named_cases_agree(spans: list[Span]) -> None:
     body = request(*spans)
     assert wired(body) is not None
     assert_same(body)
+
+
+UPSTREAM = [("provider.category", "success"), (SRC, "vonage.sms"), (CODE, "1"),
+            (MATCH, "exact")]  # what a Codebook upstream left on the span (even if stale)
+
+
+@pytest.mark.parametrize("count_enriched", [True, False], ids=["count", "skip"])
+@pytest.mark.parametrize("spans", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_named_cases_agree_either_way(spans: list[Span], count_enriched: bool) -> None:
+    """Each named request, plus a span enriched upstream: both paths agree, counting the
+    enriched span or not."""
+    assert_same(request(*spans, span(UPSTREAM, status=0)), count_enriched=count_enriched)
+
+
+def test_skip_enriched_forwards_them_untouched_and_uncounted() -> None:
+    """With count_enriched=False, an enriched span passes as it came and is not counted; the
+    raw span beside it is enriched and counted; so is every span with the default."""
+    body = request(span(UPSTREAM, status=0), span([(SRC, "vonage.sms"), (CODE, "1")]))
+    for count_enriched, counted in ((True, 2.0), (False, 1.0)):
+        for path, result, capture, enricher in both(body, count_enriched=count_enriched):
+            assert (result.accepted, result.rejected) == (2, 0), path
+            got = enricher.metrics.value(
+                "provider_codes_total",
+                {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"},
+            )
+            assert got == counted, (path, count_enriched)
+            (sent,) = capture.sent
+            first, second = ExportTraceServiceRequest.FromString(sent).resource_spans[0] \
+                .scope_spans[0].spans
+            attrs = {kv.key: kv.value.string_value for kv in first.attributes}
+            if count_enriched:
+                assert attrs["provider.category"] == "throttled", path  # re-resolved
+            else:
+                assert first == span(UPSTREAM, status=0), path  # untouched
+            assert {kv.key: kv.value.string_value for kv in second.attributes}[
+                "provider.category"] == "throttled"
+
+
+@pytest.mark.parametrize(("count_enriched", "with_match", "wire_calls"), [
+    (True, True, 1), (False, False, 1), (False, True, 0),
+], ids=["count-takes-wire", "skip-without-match-takes-wire", "skip-with-match-message-path"])
+def test_skip_enriched_routes_only_requests_with_the_key(
+    monkeypatch: pytest.MonkeyPatch, count_enriched: bool, with_match: bool, wire_calls: int
+) -> None:
+    """Skipping costs nothing on requests that carry no provider.match: they keep the wire
+    path; a request that may carry one takes the message path whole."""
+    assert otlp_module._wire is not None
+    calls: list[int] = []
+    real = otlp_module._wire.enrich_traces
+
+    def spy(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(otlp_module._wire, "enrich_traces", spy)
+    attrs = UPSTREAM if with_match else [(SRC, "vonage.sms"), (CODE, "1")]
+    intake = OtlpIntake(Enricher(BOOK, CodebookMetrics()), count_enriched=count_enriched)
+    intake.export_protobuf("traces", request(span(attrs)), "grpc")
+    assert len(calls) == wire_calls
 
 
 def test_enriched_span_carries_the_labels() -> None:
@@ -272,7 +339,7 @@ CODES = st.one_of(
     st.just(["1"]), st.none(),
 )
 KEYS = st.sampled_from([SRC, CODE, SUB, MSG, "provider.category", "provider.owner",
-                        "error.type", "http.method", "", "provider.code "])
+                        "error.type", "http.method", "", "provider.code ", MATCH])
 ATTR = st.one_of(
     st.tuples(st.just(SRC), SOURCES), st.tuples(st.just(CODE), CODES),
     st.tuples(st.just(SUB), CODES), st.tuples(st.just(MSG), st.sampled_from(
@@ -306,6 +373,13 @@ def test_generated_requests_agree(shape: list[list[list[Span]]]) -> None:
     body = build(shape)
     assert wired(body) is not None
     assert_same(body)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(REQUESTS)
+def test_generated_requests_agree_skipping_enriched(shape: list[list[list[Span]]]) -> None:
+    """receivers.count_enriched=false: the wire and message paths still agree on everything."""
+    assert_same(build(shape), count_enriched=False)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -624,3 +698,22 @@ def test_mutated_logs_requests_never_diverge(shape: list[list[list[LogRecord]]],
     if wired_logs(data) is not None:
         ExportLogsServiceRequest.FromString(data)  # must parse: the walker accepted it
     assert_same(data, "logs")
+
+
+def test_skip_enriched_covers_log_records_and_result_events() -> None:
+    """With count_enriched=False, an enriched log record or provider.result event is neither
+    re-resolved nor counted; raw ones beside it still are; both paths agree."""
+    labels = {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+              "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    raw = [(SRC, "vonage.sms"), (CODE, "1")]
+    logs = logs_request(record(UPSTREAM), record(raw))
+    events = request(Span(trace_id=GOOD_TID, span_id=GOOD_SID, name="send", events=[
+        Span.Event(name=RESULT, attributes=kvs(UPSTREAM)),
+        Span.Event(name=RESULT, attributes=kvs(raw)),
+    ]))
+    for body, signal in ((logs, "logs"), (events, "traces")):
+        for count_enriched, counted in ((True, 2.0), (False, 1.0)):
+            assert_same(body, signal, count_enriched)
+            for path, _, _, enricher in both(body, signal, count_enriched):
+                got = enricher.metrics.value("provider_codes_total", labels)
+                assert got == counted, (signal, path, count_enriched)

@@ -17,6 +17,11 @@ in-process span processor and metric exporter wrapper do (the same :class:`Enric
 - items that cannot be valid OTLP (a span whose trace or span id is not 16/8 non-zero bytes, a
   metric without a name or data) are removed and reported as partial success.
 
+Chained Codebooks: with ``count_enriched=False`` (``receivers.count_enriched: false``), a
+span, span event, log record or data point that already carries ``provider.match`` (an
+in-process Codebook, or another sidecar, enriched it upstream) is forwarded as it is, neither
+resolved nor counted again.
+
 Cost: a protobuf trace or logs request is enriched in its wire format by the C extension
 ``exporter._wire`` (built with the package): it walks the bytes down to the spans (log
 records), groups them by their provider code, resolves and counts each distinct code once,
@@ -105,6 +110,7 @@ _OUTPUT_KEYS = frozenset(
 )
 # The serialized form of the key: a request without these bytes has no span or point to enrich.
 _CODE_KEY_BYTES = ATTR_CODE.encode()
+_MATCH_KEY_BYTES = ATTR_MATCH.encode()
 # The wire path's key lists: input keys in the order its resolve callback receives them.
 _WIRE_INPUT_KEYS = tuple(k.encode() for k in (ATTR_SOURCE, ATTR_CODE, ATTR_SUBCODE, ATTR_MESSAGE))
 _WIRE_OUTPUT_KEYS = tuple(sorted(k.encode() for k in _OUTPUT_KEYS))
@@ -218,6 +224,11 @@ def provider_attributes(
     return (found, stale) if ATTR_CODE in found else ({}, False)
 
 
+def _enriched(attrs: RepeatedCompositeFieldContainer[KeyValue]) -> bool:
+    """Whether a Codebook upstream already enriched these attributes (provider.match set)."""
+    return any(kv.key == ATTR_MATCH for kv in attrs)
+
+
 class _Blobs:
     """Serialized output attributes (and ERROR status) per resolution, to merge into items.
 
@@ -282,12 +293,20 @@ class OtlpIntake:
     """
 
     def __init__(
-        self, enricher: Enricher, forwarder: Forwarder | None = None, *, wire: bool = True
+        self,
+        enricher: Enricher,
+        forwarder: Forwarder | None = None,
+        *,
+        wire: bool = True,
+        count_enriched: bool = True,
     ) -> None:
         self.enricher = enricher
         self.forwarder = forwarder
         # Whether protobuf trace requests take the C wire path (False: always the message path).
         self.wire = wire and _wire is not None
+        # False: spans and points already enriched upstream (carrying provider.match) are
+        # forwarded as they are, neither resolved nor counted again (receivers.count_enriched).
+        self.count_enriched = count_enriched
         self._logged = False
         self._blobs = _Blobs()
         self._handlers: dict[str, Callable[[Any, bool], tuple[int, int, str]]] = {
@@ -304,7 +323,11 @@ class OtlpIntake:
         walker declines) is parsed by the protobuf runtime and takes :meth:`export`.
         Raises :class:`MalformedRequest` when ``body`` is not a valid request.
         """
-        if signal != "metrics" and self.wire:
+        # Skipping enriched items is the message path's job: a request that may carry one (the
+        # key's bytes appear anywhere in it) goes there whole, with the same results.
+        if signal != "metrics" and self.wire and (
+            self.count_enriched or _MATCH_KEY_BYTES not in body
+        ):
             wired = self._traces_wire(body) if signal == "traces" else self._logs_wire(body)
             if wired is not None:
                 forward, accepted, rejected = wired
@@ -434,6 +457,7 @@ class OtlpIntake:
     def _traces(self, req: ExportTraceServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
         enrich = self.enricher.enrich_span
         blobs = self._blobs
+        skip_enriched = not self.count_enriched
         accepted = rejected = 0
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
@@ -452,11 +476,13 @@ class OtlpIntake:
                     for event in span.events:  # each provider.result event counts once
                         if event.name == EVENT_RESULT:
                             found, stale = provider_attributes(event.attributes)
+                            if skip_enriched and stale and _enriched(event.attributes):
+                                continue
                             extra = enrich(found) if found else None
                             if extra is not None:  # the span's status is the span's own
                                 set_attributes(event, extra, stale, blobs)
                     found, stale = provider_attributes(span.attributes)
-                    if not found:
+                    if not found or (skip_enriched and stale and _enriched(span.attributes)):
                         continue
                     extra = enrich(found)
                     if extra is None:
@@ -501,9 +527,10 @@ class OtlpIntake:
         record = self.enricher.metrics.record_point
         monotonic = kind == "sum" and bool(data.is_monotonic)
         delta = getattr(data, "aggregation_temporality", 0) == _TEMPORALITY_DELTA
+        skip_enriched = not self.count_enriched
         for point in data.data_points:
             found, stale = provider_attributes(point.attributes)
-            if not found:
+            if not found or (skip_enriched and stale and _enriched(point.attributes)):
                 continue
             pair = point_labels(found)
             if pair is None:
@@ -538,6 +565,7 @@ class OtlpIntake:
     def _logs(self, req: ExportLogsServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
         enrich = self.enricher.enrich_log
         blobs = self._blobs
+        skip_enriched = not self.count_enriched
         accepted = rejected = 0
         for rl in req.resource_logs:
             for sl in rl.scope_logs:
@@ -552,7 +580,7 @@ class OtlpIntake:
                     if not maybe_codes:
                         continue
                     found, stale = provider_attributes(record.attributes)
-                    if not found:
+                    if not found or (skip_enriched and stale and _enriched(record.attributes)):
                         continue
                     extra = enrich(found)
                     if extra is not None:  # severity_number stays as the application set it

@@ -140,7 +140,9 @@ class Sidecar:
                 ca_file=f.ca_file or None,
                 insecure_skip_verify=f.insecure_skip_verify,
             )
-        self.intake = OtlpIntake(self.enricher, self.forwarder)
+        self.intake = OtlpIntake(
+            self.enricher, self.forwarder, count_enriched=cfg.receivers.count_enriched
+        )
         self.grpc: OtlpGrpcReceiver | None = None
         self.http: OtlpHttpReceiver | None = None
         self.metrics_server: MetricsServer | None = None
@@ -318,8 +320,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"codebook: cannot listen: {exc}", file=sys.stderr)
             sidecar.stop()
             return 1
+        # The one "listening" line: JSON on stdout, the process contract (no log copy of it).
         print(json.dumps({"event": "listening", **addresses}), flush=True)
-        _log.info("codebook serve: listening %s", addresses)
         while not stop.is_set():
             stop.wait(0.2)
             if hup.is_set():
