@@ -19,6 +19,7 @@ from .metrics import CodebookMetrics
 from .processor import CodebookSpanProcessor
 from .reload import MappingWatcher
 from .server import MetricsServer, make_asgi_app, make_wsgi_app, start_metrics_server
+from .sidecar.webhook import make_webhook_asgi_app, make_webhook_wsgi_app
 from .taxonomy import Category, Match, Owner, Retryable, Severity
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "__version__",
     "load_codebook",
     "make_asgi_app",
+    "make_webhook_asgi_app",
+    "make_webhook_wsgi_app",
     "make_wsgi_app",
     "start_metrics_server",
 ]

@@ -179,6 +179,18 @@ class CodebookMetrics:
             "Telemetry items dropped after being accepted, by reason.",
             ("signal", "reason"),
         )
+        self._webhook_requests = _Family(
+            "codebook_webhook_requests_total",
+            "counter",
+            "Webhook requests by route and outcome (accepted, duplicate, rejected kinds, ...).",
+            ("route", "outcome"),
+        )
+        self._webhook_events = _Family(
+            "codebook_webhook_events_total",
+            "counter",
+            "Webhook events by route and outcome (accepted, duplicate, ignored, malformed).",
+            ("route", "outcome"),
+        )
         self._self = (
             self._unmapped,
             self._reloads,
@@ -189,6 +201,8 @@ class CodebookMetrics:
             self._rejected,
             self._forwarded,
             self._dropped,
+            self._webhook_requests,
+            self._webhook_events,
         )
         self._apps: dict[str, _AppFamily] = {}
         self._reload_ok.child(()).value = 1.0
@@ -343,6 +357,15 @@ class CodebookMetrics:
     def telemetry_dropped(self, signal: str, reason: str, n: int = 1) -> None:
         """Count items lost after acceptance (queue_full, upstream_error, internal_error, ...)."""
         self._add(self._dropped, (signal, reason), n)
+
+    def webhook_request(self, route: str, outcome: str) -> None:
+        """Count one webhook request (``route`` and ``outcome`` are closed sets)."""
+        self._add(self._webhook_requests, (route, outcome), 1)
+
+    def webhook_events(self, route: str, outcome: str, n: int = 1) -> None:
+        """Count ``n`` webhook events of one outcome (``route`` and ``outcome`` are closed sets)."""
+        if n:
+            self._add(self._webhook_events, (route, outcome), n)
 
     def _add(self, family: _Family, labels: tuple[str, ...], n: float) -> None:
         with self._lock:

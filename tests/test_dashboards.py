@@ -332,6 +332,8 @@ def _sidecar_metrics_body() -> str:
     metrics.telemetry_rejected("traces", "http", "malformed")
     metrics.telemetry_forwarded("traces")
     metrics.telemetry_dropped("traces", "queue_full")
+    metrics.webhook_request("azure_eventgrid", "accepted")
+    metrics.webhook_events("azure_eventgrid", "accepted")
     # The app the sidecar's /metrics server runs, with the sidecar's metrics and registry.
     app = make_wsgi_app(metrics, sidecar.registry)
     status: list[str] = []

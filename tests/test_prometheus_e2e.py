@@ -47,11 +47,13 @@ from exporter import (
     start_metrics_server,
 )
 from exporter.sidecar.webconfig import WebConfigReloader, load_web_config
+from exporter.sidecar.webhook import WebhookHandler
 
 pytestmark = pytest.mark.slow
 
 MAPPING = Path(__file__).parent / "testdata" / "dashboards_e2e" / "e2e_sms.yaml"
 SOURCE = "e2e.sms"
+EVENTGRID = "/webhooks/azure/eventgrid"
 DEADLINE_SECONDS = 60.0
 POLL_SECONDS = 0.5
 # The codes sent every tick, as (code, spans per tick): success, throttled, invalid_request
@@ -110,6 +112,7 @@ def _feed(codebook: Codebook, stop: threading.Event) -> None:
     )
     tracer = provider.get_tracer("codebook-e2e")
     metrics = codebook.metrics
+    hooks = WebhookHandler(codebook.enricher)  # a webhook event that carries no code
     tick = 0
     while not stop.is_set():
         # A new unmapped code every tick: the first two keep their value, the rest fold
@@ -124,6 +127,9 @@ def _feed(codebook: Codebook, stop: threading.Event) -> None:
         metrics.telemetry_forwarded("traces", len(codes) - 1)
         metrics.telemetry_dropped("traces", "queue_full")
         metrics.telemetry_rejected("traces", "grpc", "malformed")
+        event = {"id": f"e{tick}", "eventType": "Microsoft.Communication.IncomingCall", "data": {}}
+        body = json.dumps([event]).encode()
+        hooks.handle("POST", EVENTGRID, "", {"content-type": "application/json"}, body)
         tick += 1
         stop.wait(0.25)
     provider.shutdown()

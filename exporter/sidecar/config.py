@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import os
 import ssl
 import typing
@@ -112,6 +113,32 @@ class ForwardConfig:
 
 
 @dataclass
+class VonageWebhookConfig:
+    """``webhooks.vonage``: signed delivery receipts (empty secret: DLRs are not signed)."""
+
+    signature_secret: str = _opt("")
+    signature_method: str = _opt(
+        "md5hash", choices=("md5hash", "md5", "sha1", "sha256", "sha512")
+    )
+    max_clock_skew_seconds: int = _opt(300, minimum=1)
+
+
+@dataclass
+class WebhooksConfig:
+    """``webhooks``: the provider webhook listener (empty endpoint: off)."""
+
+    endpoint: str = _opt("")
+    token: str = _opt("")
+    max_body_bytes: int = _opt(2 << 20, minimum=1024)
+    dedup_window_seconds: float = _opt(86_400.0, minimum=0)
+    dedup_max_events: int = _opt(100_000, minimum=1)
+    threads: int = _opt(4, minimum=1)
+    connection_limit: int = _opt(100, minimum=1)
+    idle_timeout_seconds: int = _opt(60, minimum=1)
+    vonage: VonageWebhookConfig = field(default_factory=VonageWebhookConfig)
+
+
+@dataclass
 class Config:
     """The whole sidecar configuration (see the module docstring for sources)."""
 
@@ -119,6 +146,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     mappings: MappingsConfig = field(default_factory=MappingsConfig)
     forward: ForwardConfig = field(default_factory=ForwardConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     shutdown_timeout_seconds: float = _opt(10.0, minimum=0)
     log_level: str = _opt("info", choices=("debug", "info", "warning", "error"))
 
@@ -425,6 +453,7 @@ def _check(cfg: Config, problems: list[str], origins: Mapping[str, str] | None =
                 f"({set_at('forward.endpoint')}) is not TLS "
                 f"(use 'https://{host}')"
             )
+    _check_webhooks(cfg.webhooks, problems)
     if cfg.forward.insecure_skip_verify and cfg.forward.protocol == "grpc":
         problems.append(
             f"{where('forward.insecure_skip_verify')}: forward.insecure_skip_verify: not "
@@ -433,9 +462,38 @@ def _check(cfg: Config, problems: list[str], origins: Mapping[str, str] | None =
         )
 
 
+def _check_webhooks(hooks: WebhooksConfig, problems: list[str]) -> None:
+    """The webhook listener faces the internet through an ingress: off loopback it needs a token."""
+    if not hooks.endpoint:
+        return
+    try:
+        host, _ = parse_endpoint(hooks.endpoint)
+    except ValueError as exc:
+        problems.append(f"config: webhooks.endpoint: {exc}")
+        return
+    if not hooks.token and not _is_loopback(host):
+        problems.append(
+            f"config: webhooks.token: required when webhooks.endpoint {hooks.endpoint!r} is not "
+            "a loopback address (set a long random secret; providers send it as ?token=)"
+        )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def dump(cfg: Config) -> str:
     """The effective configuration as YAML (what ``--check-config`` prints; header values,
     which often hold credentials, are redacted)."""
     doc = dataclasses.asdict(cfg)
     doc["forward"]["headers"] = {k: "<redacted>" for k in cfg.forward.headers}
+    hooks = doc["webhooks"]
+    for section, key in ((hooks, "token"), (hooks["vonage"], "signature_secret")):
+        if section[key]:
+            section[key] = "<redacted>"
     return yaml.safe_dump(doc, sort_keys=False)

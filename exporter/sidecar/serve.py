@@ -38,6 +38,8 @@ from .otlp import OtlpIntake
 from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
 from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
+from .webhook import WebhookHandler
+from .webhook_listener import WebhookListener
 
 _log = logging.getLogger("exporter.serve")
 
@@ -145,6 +147,7 @@ class Sidecar:
         )
         self.grpc: OtlpGrpcReceiver | None = None
         self.http: OtlpHttpReceiver | None = None
+        self.webhooks: WebhookListener | None = None
         self.metrics_server: MetricsServer | None = None
         self.watcher: MappingWatcher | None = None
         self.ready = False
@@ -192,6 +195,28 @@ class Sidecar:
                 retry_after_seconds=r.retry_after_seconds,
                 idle_timeout_seconds=r.http.idle_timeout_seconds,
             ).start()
+        hooks = self.cfg.webhooks
+        if hooks.endpoint:
+            host, port = parse_endpoint(hooks.endpoint)
+            handler = WebhookHandler(
+                self.enricher,
+                sink=self.forwarder,
+                token=hooks.token,
+                vonage_signature_secret=hooks.vonage.signature_secret,
+                vonage_signature_method=hooks.vonage.signature_method,
+                vonage_max_clock_skew_seconds=hooks.vonage.max_clock_skew_seconds,
+                max_body_bytes=hooks.max_body_bytes,
+                dedup_window_seconds=hooks.dedup_window_seconds,
+                dedup_max_events=hooks.dedup_max_events,
+            )
+            self.webhooks = WebhookListener(
+                handler,
+                host,
+                port,
+                threads=hooks.threads,
+                connection_limit=hooks.connection_limit,
+                idle_timeout_seconds=hooks.idle_timeout_seconds,
+            ).start()
         host, port = parse_endpoint(self.cfg.metrics.endpoint)
         web = self.web
         self.metrics_server = start_metrics_server(
@@ -217,6 +242,8 @@ class Sidecar:
             out["grpc"] = f"{_fmt(self.grpc.host)}:{self.grpc.port}"
         if self.http is not None:
             out["http"] = f"{_fmt(self.http.host)}:{self.http.port}"
+        if self.webhooks is not None:
+            out["webhooks"] = f"{_fmt(self.webhooks.host)}:{self.webhooks.port}"
         return out
 
     def _healthz(self) -> tuple[int, str, bytes]:
@@ -251,7 +278,7 @@ class Sidecar:
         if self.watcher is not None:
             self.watcher.stop()
         threads = []
-        for receiver in (self.grpc, self.http):
+        for receiver in (self.grpc, self.http, self.webhooks):
             if receiver is not None:
                 t = threading.Thread(target=receiver.stop, args=(left() * 0.5,), daemon=True)
                 t.start()
