@@ -54,7 +54,7 @@ SOURCE_CASES = [
     ("case-insensitive-id", ["lookup", "Vonage.SMS", "1"], 0, "source       vonage.sms", ""),
     ("case-insensitive-alias", ["lookup", "NEXMO.sms", "1"], 0, "source       vonage.sms", ""),
     ("near-miss", ["lookup", "vonage.sm", "1"], 2, "",
-     "unknown source 'vonage.sm' (did you mean 'vonage.sms'?)"),
+     "unknown source 'vonage.sm' (did you mean 'vonage.sms' or 'vonage.sms_dlr'?)"),
     ("provider-prefix", ["lookup", "braze", "400"], 2, "",
      "unknown source 'braze' (did you mean 'braze.rest'?)"),
     ("no-close-match", ["lookup", "zzz", "1"], 2, "", "unknown source 'zzz'; `codebook list`"),
