@@ -55,6 +55,7 @@ class HttpReceiverConfig:
     threads: int = _opt(4, minimum=1)
     connection_limit: int = _opt(100, minimum=1)
     idle_timeout_seconds: int = _opt(60, minimum=1)
+    read_timeout_seconds: float = _opt(10.0, minimum=1)
 
 
 @dataclass

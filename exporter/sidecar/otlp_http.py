@@ -10,6 +10,16 @@ task queue that cannot exceed one request per connection. When more than
 ``max_pending_requests`` complete requests wait for a worker, the receiver sheds load with
 ``503`` + ``Retry-After`` (retryable per the OTLP spec) instead of letting latency grow.
 
+Slow clients (slowloris): waitress's idle timeout restarts on every byte, so a client that
+dribbles one header byte every few seconds would hold its connection slot forever, and about
+``connection_limit`` of them deny every other client. Two bounds close that: each request
+must arrive whole (request line, headers and body) within ``read_timeout_seconds`` of its
+first byte, checked every second, or its connection is closed; and at ``connection_limit``
+the receiver closes the connection that has waited longest without a complete request (idle
+keep-alive or a request still arriving, for at least one second) instead of refusing to
+accept, so a valid client gets a slot as soon as it connects. A connection whose request is
+being processed or answered is never closed early.
+
 Protocol (OTLP/HTTP, opentelemetry-proto v1): protobuf (``application/x-protobuf``) and JSON
 (``application/json``: hex trace/span ids, integer enums, unknown fields ignored); request
 bodies identity, gzip or deflate; the reply in the request's encoding. Failures answer with a
@@ -279,7 +289,65 @@ class _StatusErrorTask(ErrorTask):
 
 
 class _Channel(HTTPChannel):
+    """Records when the request being read began (``reading_since``, monotonic; None when no
+    request is partly read), for the read deadline and eviction at the connection limit."""
+
     error_task_class = _StatusErrorTask
+    reading_since: float | None = None
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = super().received(data)
+        if self.request is None:
+            self.reading_since = None
+        elif self.request is not before or self.reading_since is None:
+            self.reading_since = time.monotonic()  # a new request began in this data
+        return bool(result)
+
+    def waiting_since(self) -> float | None:
+        """Since when this connection has held a slot without a complete request to work on
+        (a request partly read, or idle keep-alive); None while a request is in hand."""
+        if self.requests or self.total_outbufs_len or self.will_close:
+            return None
+        if self.reading_since is not None:
+            return self.reading_since
+        return time.monotonic() - (time.time() - self.last_activity)
+
+
+_EVICT_AFTER_SECONDS = 1.0
+
+
+class _Server:
+    """What the receiver adds to waitress's server (mixed into the instance's class)."""
+
+    read_timeout_seconds: float = 10.0
+    _map: dict[int, Any]
+    adj: Any
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # type: ignore[misc]
+        cutoff = time.monotonic() - self.read_timeout_seconds
+        for channel in list(self._map.values()):
+            since = getattr(channel, "reading_since", None)
+            if since is not None and since < cutoff and not channel.requests:
+                channel.will_close = True  # closed by the I/O loop on its next pass
+
+    def readable(self) -> bool:
+        if len(self._map) >= self.adj.connection_limit:
+            self._evict_one()
+        return bool(super().readable())  # type: ignore[misc]
+
+    def _evict_one(self) -> None:
+        """Close the connection waiting longest without a complete request, if any has
+        waited over a second, so the next client can be accepted."""
+        victim, oldest = None, time.monotonic() - _EVICT_AFTER_SECONDS
+        for channel in self._map.values():
+            if isinstance(channel, _Channel):
+                since = channel.waiting_since()
+                if since is not None and since < oldest:
+                    victim, oldest = channel, since
+        if victim is not None:
+            victim.will_close = True
 
 
 class OtlpHttpReceiver:
@@ -302,6 +370,7 @@ class OtlpHttpReceiver:
         max_pending_requests: int = 16,
         retry_after_seconds: int = 1,
         idle_timeout_seconds: int = 60,
+        read_timeout_seconds: float = 10.0,
     ) -> None:
         self._map: dict[int, Any] = {}
         self.app = OtlpHttpApp(
@@ -321,11 +390,14 @@ class OtlpHttpReceiver:
             connection_limit=max(1, connection_limit),
             max_request_body_size=max_request_bytes,
             channel_timeout=idle_timeout_seconds,
+            cleanup_interval=1,  # the read deadline's resolution
             asyncore_use_poll=True,
             ident="codebook",
             expose_tracebacks=False,
         )
         assert isinstance(server, BaseWSGIServer)
+        server.__class__ = type("CodebookWSGIServer", (_Server, type(server)), {})
+        server.read_timeout_seconds = read_timeout_seconds  # type: ignore[attr-defined]
         self._server = server
         server.channel_class = _Channel
         server.codebook_app = self.app  # type: ignore[attr-defined]

@@ -189,6 +189,7 @@ class Sidecar:
                 max_pending_requests=r.max_pending_requests,
                 retry_after_seconds=r.retry_after_seconds,
                 idle_timeout_seconds=r.http.idle_timeout_seconds,
+                read_timeout_seconds=r.http.read_timeout_seconds,
             ).start()
         host, port = parse_endpoint(self.cfg.metrics.endpoint)
         web = self.web
