@@ -65,6 +65,7 @@ class ReceiversConfig:
     grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
     http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
     max_request_bytes: int = _opt(4 << 20, minimum=1024)
+    max_in_flight_bytes: int = _opt(64 << 20, minimum=1 << 20)
     max_pending_requests: int = _opt(16, minimum=0)
     retry_after_seconds: int = _opt(1, minimum=1)
 

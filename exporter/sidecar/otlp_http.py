@@ -15,9 +15,9 @@ dribbles one header byte every few seconds would hold its connection slot foreve
 ``connection_limit`` of them deny every other client. Two bounds close that: each request
 must arrive whole (request line, headers and body) within ``read_timeout_seconds`` of its
 first byte, checked every second, or its connection is closed; and at ``connection_limit``
-the receiver closes the connection that has waited longest without a complete request (idle
-keep-alive or a request still arriving, for at least one second) instead of refusing to
-accept, so a valid client gets a slot as soon as it connects. A connection whose request is
+the receiver closes the connection stalled longest (idle keep-alive silent for a second, or a
+request arriving for a second at under 16 KiB/s) instead of refusing to accept, so a valid
+client gets a slot as soon as it connects. A connection whose request is
 being processed or answered is never closed early.
 
 Protocol (OTLP/HTTP, opentelemetry-proto v1): protobuf (``application/x-protobuf``) and JSON
@@ -52,6 +52,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from ..metrics import CodebookMetrics
+from .budget import InFlightBudget
 from .otlp import REQUEST_TYPES, MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
@@ -175,8 +176,10 @@ class OtlpHttpApp:
         max_pending_requests: int = 16,
         retry_after_seconds: int = 1,
         pending: Callable[[], int] = lambda: 0,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self.intake = intake
+        self.budget = budget
         self.metrics: CodebookMetrics = intake.enricher.metrics
         self.max_request_bytes = max_request_bytes
         self.max_pending_requests = max_pending_requests
@@ -206,13 +209,20 @@ class OtlpHttpApp:
                 as_json,
                 [("Retry-After", str(self.retry_after_seconds))],
             )
+        lease = None
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length > self.max_request_bytes:
                 raise BadPayload(413, "too_large", f"body exceeds {self.max_request_bytes} bytes")
+            if self.budget is not None:
+                lease = self.budget.lease(length)
+                if lease is None:
+                    return self._over_budget(start_response, signal, as_json)
             raw = environ["wsgi.input"].read(length) if length > 0 else b""
             encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
             body = decompress(raw, encoding, self.max_request_bytes)
+            if lease is not None and not lease.grow_for(len(body)):
+                return self._over_budget(start_response, signal, as_json)
             if as_json:
                 request: Any = parse_json(signal, body)
                 result = self.intake.export(signal, request, "http", body, raw_is_protobuf=False)
@@ -226,6 +236,9 @@ class OtlpHttpApp:
             return self._error(start_response, exc.status, str(exc), as_json)
         except Exception:
             return self._internal(start_response, signal, as_json)
+        finally:
+            if lease is not None:
+                lease.release()
         try:
             if as_json:
                 reply = json_format.MessageToJson(result.response, indent=None).encode()
@@ -238,6 +251,18 @@ class OtlpHttpApp:
             [("Content-Type", JSON if as_json else PROTOBUF), ("Content-Length", str(len(reply)))],
         )
         return [reply]
+
+    def _over_budget(
+        self, start_response: StartResponse, signal: str, as_json: bool
+    ) -> list[bytes]:
+        self.metrics.telemetry_rejected(signal, "http", "in_flight_bytes")
+        return self._error(
+            start_response,
+            503,
+            "too many request bytes in flight; retry later",
+            as_json,
+            [("Retry-After", str(self.retry_after_seconds))],
+        )
 
     def _internal(self, start_response: StartResponse, signal: str, as_json: bool) -> list[bytes]:
         if not self._logged:
@@ -290,10 +315,12 @@ class _StatusErrorTask(ErrorTask):
 
 class _Channel(HTTPChannel):
     """Records when the request being read began (``reading_since``, monotonic; None when no
-    request is partly read), for the read deadline and eviction at the connection limit."""
+    request is partly read) and its bytes so far, for the read deadline and for eviction at
+    the connection limit."""
 
     error_task_class = _StatusErrorTask
     reading_since: float | None = None
+    reading_bytes = 0
 
     def received(self, data: bytes) -> bool:
         before = self.request
@@ -302,19 +329,28 @@ class _Channel(HTTPChannel):
             self.reading_since = None
         elif self.request is not before or self.reading_since is None:
             self.reading_since = time.monotonic()  # a new request began in this data
+            self.reading_bytes = len(data)
+        else:
+            self.reading_bytes += len(data)
         return bool(result)
 
-    def waiting_since(self) -> float | None:
+    def stalled_since(self, now: float) -> float | None:
         """Since when this connection has held a slot without a complete request to work on
-        (a request partly read, or idle keep-alive); None while a request is in hand."""
+        and without data arriving at a useful rate: idle keep-alive silent for over
+        ``_EVICT_AFTER_SECONDS``, or a request arriving for that long at under
+        ``_MIN_READ_RATE`` bytes/s. None otherwise (a request in hand is never evicted)."""
         if self.requests or self.total_outbufs_len or self.will_close:
             return None
-        if self.reading_since is not None:
-            return self.reading_since
-        return time.monotonic() - (time.time() - self.last_activity)
+        since = self.reading_since
+        if since is None:
+            since = now - (time.time() - self.last_activity)  # idle since its last byte
+        elif self.reading_bytes > _MIN_READ_RATE * (now - since):
+            return None  # still arriving at a useful rate
+        return since if since < now - _EVICT_AFTER_SECONDS else None
 
 
 _EVICT_AFTER_SECONDS = 1.0
+_MIN_READ_RATE = 16 << 10  # bytes/s: any real client on a network sends faster
 
 
 class _Server:
@@ -338,12 +374,13 @@ class _Server:
         return bool(super().readable())  # type: ignore[misc]
 
     def _evict_one(self) -> None:
-        """Close the connection waiting longest without a complete request, if any has
-        waited over a second, so the next client can be accepted."""
-        victim, oldest = None, time.monotonic() - _EVICT_AFTER_SECONDS
+        """Close the connection stalled longest (see ``_Channel.stalled_since``), if any, so
+        the next client can be accepted."""
+        now = time.monotonic()
+        victim, oldest = None, now
         for channel in self._map.values():
             if isinstance(channel, _Channel):
-                since = channel.waiting_since()
+                since = channel.stalled_since(now)
                 if since is not None and since < oldest:
                     victim, oldest = channel, since
         if victim is not None:
@@ -371,6 +408,7 @@ class OtlpHttpReceiver:
         retry_after_seconds: int = 1,
         idle_timeout_seconds: int = 60,
         read_timeout_seconds: float = 10.0,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self._map: dict[int, Any] = {}
         self.app = OtlpHttpApp(
@@ -379,6 +417,7 @@ class OtlpHttpReceiver:
             max_pending_requests=max_pending_requests,
             retry_after_seconds=retry_after_seconds,
             pending=self._pending,
+            budget=budget,
         )
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # we count and shed
         server = create_server(
@@ -391,6 +430,7 @@ class OtlpHttpReceiver:
             max_request_body_size=max_request_bytes,
             channel_timeout=idle_timeout_seconds,
             cleanup_interval=1,  # the read deadline's resolution
+            inbuf_overflow=64 << 10,  # larger bodies wait in a temporary file, not in memory
             asyncore_use_poll=True,
             ident="codebook",
             expose_tracebacks=False,
