@@ -4,7 +4,7 @@
 # tests against that build, then the differential fuzzer (tests/fuzz/fuzz_paths.py) for a
 # bounded time. Fails on any test failure, divergence or sanitizer report.
 #
-#   tests/fuzz/sanitize.sh                  # CI: the tests, then 90 s of fuzzing
+#   tests/fuzz/sanitize.sh                  # CI: the tests, then 60 s of fuzzing
 #   FUZZ_SECONDS=3600 tests/fuzz/sanitize.sh --fuzz-only   # by hand, longer
 #
 # Needs gcc with libasan/libubsan (Debian: part of gcc's libgcc-*-dev), python3-config or the
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-FUZZ_SECONDS="${FUZZ_SECONDS:-90}"
+FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 PY="${PYTHON:-python}"
 fuzz_only=0
 [ "${1:-}" = "--fuzz-only" ] && fuzz_only=1
