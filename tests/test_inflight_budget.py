@@ -32,7 +32,8 @@ ADMISSION = [
     ("fits beside another", 64 * MB, 10 * MB, 1 * MB, 1 * MB, True),
     ("wire bytes do not fit", 64 * MB, 63 * MB, 2 * MB, 0, False),
     ("processing does not fit", 64 * MB, 40 * MB, 1 * MB, 5 * MB, False),
-    ("exactly the limit", 64 * MB, 4 * MB, 10 * MB, 10 * MB, True),
+    ("exactly the limit", 64 * MB, 4 * MB, 4 * MB, 56 * MB // EXPANSION, True),
+    ("one byte past it", 64 * MB, 4 * MB, 4 * MB + 1, 56 * MB // EXPANSION, False),
 ]
 
 
