@@ -19,6 +19,13 @@ bounded, < 150 MB), sampled every 50 ms through the flood. The sidecar takes its
 (validation and enrichment without the GIL, see exporter/_wire.c) when the extension is built,
 so on 2 cores it can outrun a baseline that parses under the GIL: compare the per-CPU-second
 figures too.
+
+Then the hostile-input case (issue 15): CPU seconds the sidecar spends on one OTLP/HTTP
+request of (just under) ``receivers.max_request_bytes`` whose spans all carry distinct codes
+chosen to collide under an unkeyed hash (ints differing only above bit 20, whole doubles
+1.0, 2.0, ..., doubles differing only in the exponent), against a same-sized request of
+distinct ordinary codes (0, 1, 2, ...), alternating, median of ``--hostile-repeats``.
+Printed: the ratio (goal: <= 3x). ``--hostile-only`` skips the throughput runs.
 """
 
 from __future__ import annotations
@@ -129,6 +136,87 @@ def build_logs_batch() -> bytes:
             log_records=records)])]
     )
     return req.SerializeToString()
+
+
+def build_codes_request(codes: list[object], limit: int) -> bytes:
+    """As many minimal spans as fit in ``limit`` bytes, span i carrying codes[i] (and no
+    source: the walker groups them all the same, and more fit)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+    def value(code: object) -> AnyValue:
+        if isinstance(code, float):
+            return AnyValue(double_value=code)
+        if isinstance(code, int):
+            return AnyValue(int_value=code)
+        return AnyValue(string_value=str(code))
+
+    spans: list[Span] = []
+    size = 16
+    for i, code in enumerate(codes):
+        span = Span(trace_id=(i + 1).to_bytes(16, "big"), span_id=(i + 1).to_bytes(8, "big"),
+                    attributes=[KeyValue(key="provider.code", value=value(code))])
+        size += span.ByteSize() + 4
+        if size > limit:
+            break
+        spans.append(span)
+    req = ExportTraceServiceRequest(
+        resource_spans=[ResourceSpans(scope_spans=[ScopeSpans(spans=spans)])]
+    )
+    return req.SerializeToString()
+
+
+HOSTILE_CODES: dict[str, object] = {
+    "ints differing above bit 20": lambda n: [(i + 1) << 21 for i in range(n)],
+    "whole doubles 1.0, 2.0, ...": lambda n: [float(i + 1) for i in range(n)],
+    "doubles differing in the exponent": lambda n: [
+        (1.0 + (i // 2000) / 1024) * 2.0 ** ((i % 2000) - 1000) for i in range(n)
+    ],
+}
+
+
+def hostile(config: Path, limit: int, repeats: int) -> None:
+    """The hostile-input CPU ratio against one sidecar (see the module docstring)."""
+    import http.client
+    import statistics
+
+    n = limit // 20  # more spans than can fit; build_codes_request stops at the limit
+    bodies = {"ordinary distinct ints": build_codes_request(list(range(n)), limit)}
+    for name, make in HOSTILE_CODES.items():
+        bodies[name] = build_codes_request(make(n), limit)  # type: ignore[operator]
+    proc, addrs = start([sys.executable, "-m", "exporter", "serve", "--config", str(config)])
+    try:
+        host, port = addrs["http"].rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=600)
+        cpu: dict[str, list[float]] = {name: [] for name in bodies}
+        for _ in range(repeats):
+            for name, body in bodies.items():
+                before = cpu_seconds(proc.pid)
+                conn.request("POST", "/v1/traces", body,
+                             {"Content-Type": "application/x-protobuf"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"{name}: HTTP {resp.status}")
+                cpu[name].append(cpu_seconds(proc.pid) - before)
+        conn.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    base = statistics.median(cpu["ordinary distinct ints"])
+    print(f"hostile codes, one OTLP/HTTP request of <= {limit:,} bytes each, median CPU of "
+          f"{repeats}:")
+    for name, body in bodies.items():
+        median = statistics.median(cpu[name])
+        print(f"  {name:34} {len(body):>9,} bytes {median * 1000:8.0f} ms CPU | ratio "
+              f"{median / max(base, 1e-9):5.2f} (goal <= 3)")
 
 
 # -- baseline servers (same stack, parse only) ------------------------------------------------
@@ -337,6 +425,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--signal", choices=("traces", "logs", "events", "both"),
                         default="both", help="both: traces and logs")
+    parser.add_argument("--hostile-repeats", type=int, default=5)
+    parser.add_argument("--hostile-only", action="store_true",
+                        help="only the hostile-input CPU ratio")
     args = parser.parse_args()
     if args.baseline_server == "http":
         baseline_http()
@@ -362,7 +453,9 @@ def main() -> None:
               f"({len(bodies['logs'])} bytes); {CONNECTIONS} connections; "
               f"{os.cpu_count()} cores; best of {args.rounds} alternating rounds; sidecar from "
               f"{SIDECAR_CWD}, C wire path {'on' if wire else 'OFF (message path)'}")
-        for signal, transport in [(g, t) for g in signals for t in ("http", "grpc")]:
+        for signal, transport in [
+            (g, t) for g in (() if args.hostile_only else signals) for t in ("http", "grpc")
+        ]:
             body, unit = bodies[signal], "records" if signal == "logs" else "spans"
             best: dict[str, dict[str, float]] = {}
             for _ in range(args.rounds):
@@ -380,6 +473,7 @@ def main() -> None:
                 f"{unit}/s ({s['spans_per_cpu_s']:,.0f}/cpu-s) | ratio {ratio:.2f} | sidecar "
                 f"RSS idle {s['rss_idle_mb']:.0f} MB, flood peak {s['rss_peak_mb']:.0f} MB"
             )
+        hostile(config, 4 << 20, args.hostile_repeats)  # the default max_request_bytes
 
 
 if __name__ == "__main__":

@@ -109,6 +109,7 @@ static int count(PyObject *cells, PyObject *lock) {
 /* The enriched copy of span (a plain ReadableSpan), or NULL with an exception set. */
 static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *extra) {
     PyObject *state = NULL, *fields = NULL, *merged = NULL, *out = NULL, *status = NULL;
+    PyObject *error_type = NULL, *current = NULL;
     state = PyObject_GenericGetDict(span, NULL);
     if (state == NULL || !PyDict_CheckExact(state)) goto done;
     fields = PyDict_Copy(state);
@@ -116,14 +117,16 @@ static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *
     merged = PyDict_Copy(raw);
     if (merged == NULL || PyDict_Update(merged, extra) < 0) goto done;
     if (PyDict_SetItem(fields, s_attributes, merged) < 0) goto done;
-    PyObject *error_type = PyDict_GetItemWithError(extra, h->k_error); /* borrowed */
+    error_type = PyDict_GetItemWithError(extra, h->k_error);
     if (error_type == NULL && PyErr_Occurred()) goto done;
+    Py_XINCREF(error_type); /* owned: reading status_code below may run Python code */
     if (error_type != NULL) {
-        PyObject *current = PyDict_GetItemWithError(fields, s_status); /* borrowed */
+        current = PyDict_GetItemWithError(fields, s_status);
         if (current == NULL) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "_status");
             goto done;
         }
+        Py_INCREF(current); /* owned: its status_code may be a Python property */
         int unset = current == h->default_status;
         if (!unset) {
             PyObject *code = PyObject_GetAttr(current, s_status_code);
@@ -148,14 +151,17 @@ done:
     Py_XDECREF(fields);
     Py_XDECREF(merged);
     Py_XDECREF(status);
+    Py_XDECREF(error_type);
+    Py_XDECREF(current);
     return out;
 }
 
-/* raw[key] (borrowed) or None in *out; -1 when the lookup raised. */
+/* raw[key] or None in *out, a new reference: the next lookup may run a str-subclass key's
+ * __eq__, which may delete this value from raw; -1 when the lookup raised. */
 static int get_or_none(PyObject *raw, PyObject *key, PyObject **out) {
     PyObject *v = PyDict_GetItemWithError(raw, key);
     if (v == NULL && PyErr_Occurred()) return -1;
-    *out = v != NULL ? v : Py_None;
+    *out = Py_NewRef(v != NULL ? v : Py_None);
     return 0;
 }
 
@@ -209,6 +215,7 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
 
     PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL;
     PyObject *hit = NULL, *copy = NULL, *result = NULL;
+    PyObject *code = NULL, *source = NULL, *subcode = NULL, *message = NULL;
     attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL) goto slow;
     if (Py_TYPE(attrs) == h->bounded_type) {
@@ -220,19 +227,21 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         goto slow;
     }
     if (!PyDict_CheckExact(raw)) goto slow;
-    PyObject *code = PyDict_GetItemWithError(raw, h->k_code); /* borrowed, like the rest */
+    /* Own every value right after its lookup: a later lookup may run Python code (a
+     * str-subclass key's __eq__) that removes an earlier value from raw and frees it. */
+    code = PyDict_GetItemWithError(raw, h->k_code);
     if (code == NULL) {
         if (PyErr_Occurred()) goto slow;
         result = forward(h, span); /* no provider code: the same object goes downstream */
         goto done;
     }
-    PyObject *source, *subcode, *message;
+    Py_INCREF(code);
     if (get_or_none(raw, h->k_source, &source) < 0 ||
         get_or_none(raw, h->k_subcode, &subcode) < 0 ||
         get_or_none(raw, h->k_message, &message) < 0)
         goto slow;
-    /* Own references from here on: hashing or comparing a value, or reading an attribute,
-     * may run Python code and let another thread run (and clear the cache). */
+    /* Owned references only from here on: hashing or comparing a value, or reading an
+     * attribute, may run Python code and let another thread run (and clear the cache). */
     key = PyTuple_Pack(4, source, code, subcode, message);
     if (key == NULL) goto slow;
     enricher = PyObject_GetAttr(h->processor, s_enricher);
@@ -271,6 +280,10 @@ done:
     Py_XDECREF(key);
     Py_XDECREF(hit);
     Py_XDECREF(copy);
+    Py_XDECREF(code);
+    Py_XDECREF(source);
+    Py_XDECREF(subcode);
+    Py_XDECREF(message);
     return result;
 }
 

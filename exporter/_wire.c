@@ -164,8 +164,13 @@ static int read_field(const uint8_t *p, const uint8_t *end, uint32_t *field, int
         p += 8;
         break;
     case WT_LEN: {
+        /* upb reads a length as an int32 of at most 5 bytes (padded ones included) and
+         * rejects a longer or larger one, even in an unknown field; so does the walker. */
         uint64_t n;
+        const uint8_t *s = p;
         if (read_varint(&p, end, &n) < 0) return -1;
+        if (p - s > 5) return bail("length longer than 5 bytes");
+        if (n > 0x7fffffff) return bail("length past 2**31-1");
         if (n > (uint64_t)(end - p)) return bail("truncated length-delimited field");
         *payload = p;
         *plen = (Py_ssize_t)n;
@@ -477,15 +482,94 @@ static int read_status_code(const uint8_t *p, const uint8_t *end, uint64_t *code
     return 0;
 }
 
-/* FNV-1a, unsigned: wraps by definition. */
-static uint64_t hash_value(uint64_t h, const Value *v) {
-    h = (h ^ (uint64_t)v->kind) * 1099511628211ULL;
-    if (v->kind == V_STRING || v->kind == V_BYTES) {
-        for (Py_ssize_t i = 0; i < v->n; i++) h = (h ^ v->p[i]) * 1099511628211ULL;
-    } else if (v->kind != V_NONE) {
-        h = (h ^ v->u) * 1099511628211ULL;
+/* Grouping hashes are keyed (SipHash-1-3, the key drawn from os.urandom at import), so a
+ * request cannot choose codes that collide in the table: with the old unkeyed XOR-multiply,
+ * ints differing only above bit 20 (or doubles 1.0, 2.0, ...) all landed in one probe run and
+ * a 4 MB request cost seconds of CPU. Probes are also bounded (PROBE_LIMIT): past it the walk
+ * bails and the message path, which gives the same result, takes the request. */
+#define PROBE_LIMIT 128
+static uint64_t g_k0, g_k1;
+static _Thread_local Py_ssize_t t_probes, t_longest, t_groups; /* walk_stats() */
+
+typedef struct {
+    uint64_t v0, v1, v2, v3, tail, len;
+    int ntail;
+} Sip;
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_round(Sip *s) {
+    s->v0 += s->v1;
+    s->v1 = ROTL(s->v1, 13);
+    s->v1 ^= s->v0;
+    s->v0 = ROTL(s->v0, 32);
+    s->v2 += s->v3;
+    s->v3 = ROTL(s->v3, 16);
+    s->v3 ^= s->v2;
+    s->v0 += s->v3;
+    s->v3 = ROTL(s->v3, 21);
+    s->v3 ^= s->v0;
+    s->v2 += s->v1;
+    s->v1 = ROTL(s->v1, 17);
+    s->v1 ^= s->v2;
+    s->v2 = ROTL(s->v2, 32);
+}
+
+static void sip_init(Sip *s) {
+    s->v0 = g_k0 ^ 0x736f6d6570736575ULL;
+    s->v1 = g_k1 ^ 0x646f72616e646f6dULL;
+    s->v2 = g_k0 ^ 0x6c7967656e657261ULL;
+    s->v3 = g_k1 ^ 0x7465646279746573ULL;
+    s->tail = s->len = 0;
+    s->ntail = 0;
+}
+
+static void sip_word(Sip *s, uint64_t m) {
+    s->v3 ^= m;
+    sip_round(s);
+    s->v0 ^= m;
+}
+
+static void sip_bytes(Sip *s, const uint8_t *p, Py_ssize_t n) {
+    s->len += (uint64_t)n;
+    for (; n > 0 && s->ntail != 0; n--) {
+        s->tail |= (uint64_t)*p++ << (8 * s->ntail);
+        if (++s->ntail == 8) {
+            sip_word(s, s->tail);
+            s->tail = 0;
+            s->ntail = 0;
+        }
     }
-    return h;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t m;
+        memcpy(&m, p, 8); /* little-endian hosts only: checked at module init */
+        sip_word(s, m);
+    }
+    for (; n > 0; n--) s->tail |= (uint64_t)*p++ << (8 * s->ntail++);
+}
+
+static uint64_t sip_final(Sip *s) {
+    sip_word(s, (s->len << 56) | s->tail);
+    s->v2 ^= 0xff;
+    sip_round(s);
+    sip_round(s);
+    sip_round(s);
+    return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
+}
+
+/* Feeds one value: its kind, then its length and bytes or its 8 value bytes. */
+static void hash_value(Sip *s, const Value *v) {
+    uint8_t head[9] = {(uint8_t)v->kind};
+    if (v->kind == V_STRING || v->kind == V_BYTES) {
+        uint64_t n = (uint64_t)v->n;
+        memcpy(head + 1, &n, 8);
+        sip_bytes(s, head, 9);
+        sip_bytes(s, v->p, v->n);
+    } else {
+        uint64_t u = v->kind == V_NONE ? 0 : v->u;
+        memcpy(head + 1, &u, 8);
+        sip_bytes(s, head, 9);
+    }
 }
 
 static int value_eq(const Value *a, const Value *b) {
@@ -501,8 +585,14 @@ static int grow_table(Walk *w) {
     if (t == NULL) return nomem();
     for (Py_ssize_t i = 0; i < size; i++) t[i] = -1;
     for (Py_ssize_t g = 0; g < w->n_groups; g++) {
-        Py_ssize_t i = (Py_ssize_t)((size_t)w->groups[g].hash & (size_t)(size - 1));
-        while (t[i] != -1) i = (i + 1) & (size - 1);
+        Py_ssize_t i = (Py_ssize_t)((size_t)w->groups[g].hash & (size_t)(size - 1)), probes = 0;
+        while (t[i] != -1) {
+            if (++probes > PROBE_LIMIT) {
+                PyMem_RawFree(t);
+                return bail("hash probe run too long");
+            }
+            i = (i + 1) & (size - 1);
+        }
         t[i] = g;
     }
     PyMem_RawFree(w->table);
@@ -512,17 +602,23 @@ static int grow_table(Walk *w) {
 }
 
 static Py_ssize_t group_of(Walk *w, const Value v[4]) {
-    uint64_t h = 14695981039346656037ULL;
-    for (int i = 0; i < 4; i++) h = hash_value(h, &v[i]);
+    Sip sip;
+    sip_init(&sip);
+    for (int i = 0; i < 4; i++) hash_value(&sip, &v[i]);
+    uint64_t h = sip_final(&sip);
     if ((w->n_groups + 1) * 2 > w->table_size && grow_table(w) < 0) return -2;
-    Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1));
+    Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1)), probes = 0;
     while (w->table[i] != -1) {
         Group *g = &w->groups[w->table[i]];
         if (g->hash == h && value_eq(&g->v[0], &v[0]) && value_eq(&g->v[1], &v[1]) &&
             value_eq(&g->v[2], &v[2]) && value_eq(&g->v[3], &v[3]))
-            return w->table[i];
+            break;
+        if (++probes > PROBE_LIMIT) return bail("hash probe run too long"), -2;
         i = (i + 1) & (w->table_size - 1);
     }
+    t_probes += probes;
+    if (probes > t_longest) t_longest = probes;
+    if (w->table[i] != -1) return w->table[i];
     if (w->n_groups == w->cap_groups) {
         Py_ssize_t cap = w->cap_groups ? w->cap_groups * 2 : 16;
         Group *gs = PyMem_RawRealloc(w->groups, (size_t)cap * sizeof(Group));
@@ -800,7 +896,24 @@ typedef struct {
     Py_ssize_t next_span;
     uint8_t *out;
     PyObject **evblob; /* per group: the blob as Span.Event attributes, or NULL */
+    uint8_t *limit; /* end of the output buffer: no write goes past it */
+    int overflow;   /* a write did not fit (the measured size was wrong): nothing written */
 } Emit;
+
+/* Appends n bytes if they fit before e->limit; otherwise only records the overflow. */
+static void put(Emit *e, const void *src, Py_ssize_t n) {
+    if (e->overflow || n > e->limit - e->out) {
+        e->overflow = 1;
+        return;
+    }
+    memcpy(e->out, src, (size_t)n);
+    e->out += n;
+}
+
+static void put_varint(Emit *e, uint64_t v) {
+    uint8_t b[10];
+    put(e, b, write_varint(b, v) - b);
+}
 
 static PyObject *span_blob(Walk *w, Emit *e, const SpanInfo *s) {
     (void)w;
@@ -860,8 +973,8 @@ static void emit_span_events(Walk *w, Emit *e, const SpanInfo *s, PyObject *b) {
             PyObject *eb = event_blob(e, x);
             if (eb != NULL) {
                 Py_ssize_t len = x->len - x->stale + PyBytes_GET_SIZE(eb);
-                memcpy(e->out, field_start, (size_t)x->tag_len);
-                e->out = write_varint(e->out + x->tag_len, (uint64_t)len);
+                put(e, field_start, x->tag_len);
+                put_varint(e, (uint64_t)len);
                 const uint8_t *q = pl, *qend = pl + n;
                 while (q < qend) {
                     uint32_t g;
@@ -870,24 +983,17 @@ static void emit_span_events(Walk *w, Emit *e, const SpanInfo *s, PyObject *b) {
                     Py_ssize_t gn;
                     uint64_t gu;
                     read_field(q, qend, &g, &gwt, &gpl, &gn, &gnext, &gu);
-                    if (!(g == 3 && x->stale && read_keyvalue(w, gpl, gpl + gn, &val) == 4)) {
-                        memcpy(e->out, q, (size_t)(gnext - q));
-                        e->out += gnext - q;
-                    }
+                    if (!(g == 3 && x->stale && read_keyvalue(w, gpl, gpl + gn, &val) == 4))
+                        put(e, q, gnext - q);
                     q = gnext;
                 }
-                memcpy(e->out, PyBytes_AS_STRING(eb), (size_t)PyBytes_GET_SIZE(eb));
-                e->out += PyBytes_GET_SIZE(eb);
+                put(e, PyBytes_AS_STRING(eb), PyBytes_GET_SIZE(eb));
                 continue;
             }
         }
-        memcpy(e->out, field_start, (size_t)(next - field_start));
-        e->out += next - field_start;
+        put(e, field_start, next - field_start);
     }
-    if (b != NULL) {
-        memcpy(e->out, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-        e->out += PyBytes_GET_SIZE(b);
-    }
+    if (b != NULL) put(e, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
 }
 
 /* The span blob's attributes (Span field 9) as Span.Event attributes (field 3). */
@@ -933,13 +1039,11 @@ static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
         return span_size(w, e, s);
     }
     if (b == NULL) {
-        memcpy(e->out, p, (size_t)s->len);
-        e->out += s->len;
+        put(e, p, s->len);
         return s->len;
     }
     if (s->stale == 0) {
-        memcpy(e->out, p, (size_t)s->len);
-        e->out += s->len;
+        put(e, p, s->len);
     } else {
         while (p < end) {
             uint32_t f;
@@ -950,15 +1054,11 @@ static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
             Value val;
             read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
             uint32_t attrs = w->attr_field ? w->attr_field : 9;
-            if (!(f == attrs && read_keyvalue(w, pl, pl + n, &val) == 4)) {
-                memcpy(e->out, p, (size_t)(next - p));
-                e->out += next - p;
-            }
+            if (!(f == attrs && read_keyvalue(w, pl, pl + n, &val) == 4)) put(e, p, next - p);
             p = next;
         }
     }
-    memcpy(e->out, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    e->out += PyBytes_GET_SIZE(b);
+    put(e, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
     return span_size(w, e, s);
 }
 
@@ -976,10 +1076,7 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
         const uint8_t *field_start = p;
         read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
         if (f != child) {
-            if (e->out != NULL) {
-                memcpy(e->out, field_start, (size_t)(next - field_start));
-                e->out += next - field_start;
-            }
+            if (e->out != NULL) put(e, field_start, next - field_start);
             total += next - field_start;
         } else {
             Py_ssize_t size;
@@ -997,8 +1094,8 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
                     continue;
                 }
                 if (e->out != NULL) {
-                    memcpy(e->out, field_start, (size_t)tag_len);
-                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    put(e, field_start, tag_len);
+                    put_varint(e, (uint64_t)size);
                     emit_span(w, e, s);
                 }
             } else {
@@ -1008,8 +1105,8 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
                 e->out = saved;
                 if (e->out != NULL) {
                     e->next_span = first;
-                    memcpy(e->out, field_start, (size_t)tag_len);
-                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    put(e, field_start, tag_len);
+                    put_varint(e, (uint64_t)size);
                     emit_level(w, e, pl, pl + n, depth + 1);
                 }
             }
@@ -1055,7 +1152,8 @@ static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_s
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if ((want >= 0 && n != want) || n > 64) {
         Py_DECREF(fast);
-        return bail("wrong number of keys");
+        PyErr_SetString(PyExc_ValueError, "wrong number of keys");
+        return -1;
     }
     *keys = PyMem_Malloc((size_t)(n + 1) * sizeof(uint8_t *));
     *lens = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
@@ -1096,7 +1194,7 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     Walk w;
     memset(&w, 0, sizeof(w));
     w.base = (const uint8_t *)PyBytes_AS_STRING(data);
-    Emit e = {NULL, NULL, 0, NULL, NULL};
+    Emit e = {NULL, NULL, 0, NULL, NULL, NULL, 0};
     const uint8_t **in_keys = NULL;
     Py_ssize_t *in_lens = NULL, n_in = 0;
     if (keys_from(in_seq, 4, &in_keys, &in_lens, &n_in) < 0) goto done;
@@ -1114,9 +1212,11 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     t_err = NULL;
     t_nomem = 0;
     w.attr_field = logs_root ? 6 : 0;
+    t_probes = t_longest = 0;
     rc = validate(start, end, logs_root, 0);
     if (rc == 0)
         rc = scan_level(&w, start, end, 1, logs_root ? scan_resource_logs : scan_resource);
+    t_groups = w.n_groups;
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_walk_error();
@@ -1203,12 +1303,13 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
         out = PyBytes_FromStringAndSize(NULL, size);
         if (out == NULL) goto done;
         e.out = (uint8_t *)PyBytes_AS_STRING(out);
+        e.limit = e.out + size; /* every write is checked against it, before it is made */
         e.next_span = 0;
         uint8_t *first = e.out;
         Py_BEGIN_ALLOW_THREADS
         emit_level(&w, &e, start, end, 0);
         Py_END_ALLOW_THREADS
-        if (e.out - first != size) {
+        if (e.overflow || e.out - first != size) {
             Py_DECREF(out);
             PyErr_SetString(PyExc_SystemError, "codebook wire: size mismatch");
             goto done;
@@ -1261,6 +1362,13 @@ static PyObject *enrich_logs(PyObject *self, PyObject *args) {
     return r;
 }
 
+static PyObject *walk_stats(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:n,s:n,s:n,s:n}", "groups", t_groups, "probes", t_probes,
+                         "longest_probe", t_longest, "probe_limit", (Py_ssize_t)PROBE_LIMIT);
+}
+
 static PyMethodDef methods[] = {
     {"set_schema", set_schema, METH_O,
      "set_schema(messages): the message types the walker validates against, once per process; "
@@ -1272,6 +1380,9 @@ static PyMethodDef methods[] = {
     {"enrich_logs", enrich_logs, METH_VARARGS,
      "enrich_logs(buf, resolve, input_keys, output_keys, logs_root) -> (bytes | None, "
      "accepted, rejected): the same for a serialized ExportLogsServiceRequest."},
+    {"walk_stats", walk_stats, METH_NOARGS,
+     "walk_stats() -> {groups, probes, longest_probe, probe_limit}: the grouping table's work "
+     "in this thread's last enrich_traces walk (a walk past probe_limit bails)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1286,5 +1397,17 @@ PyMODINIT_FUNC PyInit__wire(void) {
         PyErr_SetString(PyExc_ImportError, "codebook wire fast path needs a little-endian host");
         return NULL;
     }
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *key = os == NULL ? NULL : PyObject_CallMethod(os, "urandom", "i", 16);
+    Py_XDECREF(os);
+    if (key == NULL) return NULL;
+    if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 16) {
+        Py_DECREF(key);
+        PyErr_SetString(PyExc_ImportError, "os.urandom(16) did not give 16 bytes");
+        return NULL;
+    }
+    memcpy(&g_k0, PyBytes_AS_STRING(key), 8);
+    memcpy(&g_k1, PyBytes_AS_STRING(key) + 8, 8);
+    Py_DECREF(key);
     return PyModule_Create(&module);
 }

@@ -396,3 +396,59 @@ def test_assigned_enricher_takes_effect() -> None:
     c, py = pair.feed(span)
     assert dict(c.attributes or {}) == dict(py.attributes or {})
     assert dict(c.attributes or {})["provider.category"] == "overridden"
+
+
+class Evict(str):
+    """A key that hashes like provider.subcode and, when compared, deletes provider.code from
+    its span's attributes and allocates ints of the code's size (reusing the freed memory)."""
+
+    attrs: dict[object, object] | None = None
+
+    def __hash__(self) -> int:
+        return hash("provider.subcode")
+
+    def __eq__(self, other: object) -> bool:
+        if self.attrs is not None and self.attrs.pop("provider.code", None) is not None:
+            self.junk = [int(str(10**6 + i)) for i in range(200)]
+        return False
+
+
+def evicting_span() -> ReadableSpan:
+    key = Evict("x")
+    # A fresh int (not a small-int singleton): the dict holds its only reference.
+    attrs: dict[object, object] = {"provider.source": "test.calls",
+                                   "provider.code": int("487"), key: "v",
+                                   "provider.subcode": "560487"}
+    key.attrs = attrs
+    return ReadableSpan(name="send", resource=RESOURCE, attributes=attrs)  # type: ignore[arg-type]
+
+
+def test_value_removed_by_a_later_lookup_is_owned() -> None:
+    """Regression (use-after-free): the code lookup's value stays owned while the subcode
+    lookup runs a key's __eq__ that deletes provider.code; both paths count code 487 with
+    its subcode, and forward the same attributes (the dict as the lookup left it).
+
+    The cache is warmed first: on a miss the C path hands the span to the Python on_end,
+    which reads the dict again after the deletion (so finds no code), as any second reader
+    would; on a hit both paths read each value once, in the same order (code before subcode).
+    """
+    pair = Pair()
+    warm = {"provider.source": "test.calls", "provider.code": 487, "provider.subcode": "560487"}
+    pair.check(sdk_span(warm))
+    for _ in range(3):
+        pair.c.on_end(evicting_span())
+        pair.py.on_end(evicting_span())
+        c, py = pair.c_out.ended[-1], pair.py_out.ended[-1]
+        # Evict keys of two spans never compare equal: compare the attributes as plain str.
+        assert [(str(k), v) for k, v in (c.attributes or {}).items()] == [
+            (str(k), v) for k, v in (py.attributes or {}).items()
+        ]
+        assert (c.status.status_code, c.status.description) == (
+            py.status.status_code, py.status.description
+        )
+        assert "provider.code" not in (c.attributes or {})
+    pair.same_metrics()
+    cancelled = {"source": "test.calls", "code": "487", "subcode": "560487",
+                 "category": "call_ended_normal", "severity": "info", "retryable": "no",
+                 "owner": "none"}
+    assert pair.c.enricher.metrics.value("provider_codes_total", cancelled) == 4.0

@@ -319,3 +319,40 @@ def test_chunked_bodies_are_read_whole_and_bounded(sidecar: SidecarProcess) -> N
     assert _post_chunked(sidecar, _traces(big), piece=64 << 10) == 413
     assert sidecar.value("codebook_telemetry_rejected_total", **rejected) == too_large + 1
     assert sidecar.value("provider_codes_total", **labels) == before + 300
+
+
+
+def _ld(tag: int, payload: bytes) -> bytes:
+    """One length-delimited field with a canonical length varint."""
+    n, out = len(payload), bytearray([tag])
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out) + payload
+
+
+_CODED = _span({"provider.source": _s("vonage.sms"), "provider.code": _s("1")})
+OVERLONG = [
+    # issue 15: length varints longer than upb's 5 bytes were taken by the wire path (200 /
+    # OK, the code counted, bytes forwarded that upb cannot parse); the runtime rejects them.
+    ("request length of 6 bytes", bytes.fromhex("0a808080808000")),
+    ("unknown span field with a 6-byte length",
+     _ld(0x0A, _ld(0x12, _ld(0x12, _CODED.SerializeToString()
+                              + bytes.fromhex("a206808080808000"))))),
+]
+
+
+@pytest.mark.parametrize("body", [b for _, b in OVERLONG], ids=[n for n, _ in OVERLONG])
+def test_overlong_length_varints_are_rejected_on_both_transports(
+    sidecar: SidecarProcess, body: bytes
+) -> None:
+    """400 over HTTP and INVALID_ARGUMENT over gRPC, as the protobuf runtime decides."""
+    with pytest.raises(Exception):  # noqa: B017 - any parse error
+        ExportTraceServiceRequest.FromString(body)
+    assert _post(sidecar, body, "application/x-protobuf") == 400
+    with grpc.insecure_channel(sidecar.grpc) as channel:
+        call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as err:
+            call(body, timeout=10)
+        assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]

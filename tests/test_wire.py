@@ -283,6 +283,10 @@ RAW_FORMS = [
     ("group in a span", _span_bytes(b"\xa3\x01\xa4\x01"), False),
     # Status.code 2**32: an enum is an int32, so the runtime reads UNSET (upper bits dropped).
     ("status code past 32 bits", _span_bytes(b"\x7a\x06\x18\x80\x80\x80\x80\x10"), True),
+    # The longest forms upb takes: a 5-byte (padded) length, a 10-byte varint whose last
+    # byte carries bits past 63 (dropped), in an unknown span field.
+    ("length of 5 bytes", _span_bytes(bytes.fromhex("a2068180808000") + b"x"), True),
+    ("value varint of 10 bytes", _span_bytes(b"\xa8\x06" + b"\xff" * 9 + b"\x7f"), True),
 ]
 
 
@@ -304,6 +308,12 @@ INVALID = [
     ("wire type 7", _span_bytes(b"\x0f")),
     ("overlong tag", _span_bytes(b"\xa8\x81\x80\x80\x80\x00\x01")),
     ("random bytes", bytes(range(256)) * 4),
+    # upb reads a length as at most 5 bytes (issue 15: the walker read up to 10 and took it).
+    ("length of 6 bytes", bytes.fromhex("0a808080808000")),
+    ("unknown span field with a 6-byte length",
+     _span_bytes(bytes.fromhex("a206808080808000"))),
+    ("length past 2**31-1", _span_bytes(bytes.fromhex("a20680808080 08".replace(" ", "")))),
+    ("value varint of 11 bytes", _span_bytes(b"\xa8\x06" + b"\x80" * 10 + b"\x00")),
 ]
 
 
@@ -717,3 +727,45 @@ def test_skip_enriched_covers_log_records_and_result_events() -> None:
             for path, _, _, enricher in both(body, signal, count_enriched):
                 got = enricher.metrics.value("provider_codes_total", labels)
                 assert got == counted, (signal, path, count_enriched)
+
+
+# -- hostile inputs (issue 15) --------------------------------------------------------------
+
+def test_wrong_key_lists_raise_value_error() -> None:
+    """Regression: a wrong number of keys raised SystemError (-1 with no exception set)."""
+    body = request(span([(SRC, "vonage.sms"), (CODE, "1")]))
+    wire = otlp_module._wire
+    for inputs, outputs in [((), ()), ((b"",), ()), ((b"a",) * 4, (b"k",) * 65)]:
+        with pytest.raises(ValueError, match="wrong number of keys"):
+            wire.enrich_traces(body, lambda *a: None, inputs, outputs)
+
+
+def _distinct_codes(codes: list[object]) -> bytes:
+    return request(*(span([(SRC, "vonage.sms"), (CODE, c)], sid=(i + 1).to_bytes(8, "big"))
+                     for i, c in enumerate(codes)))
+
+
+FLOOD_SPANS = 2048
+FLOODS = [
+    # Codes the old unkeyed XOR-multiply hash put in one probe run (quadratic CPU).
+    ("ints differing above bit 20", [i << 21 for i in range(1, FLOOD_SPANS + 1)]),
+    ("ints differing above bit 40", [i << 41 for i in range(1, FLOOD_SPANS + 1)]),
+    ("whole doubles", [float(i) for i in range(1, FLOOD_SPANS + 1)]),
+    ("doubles differing in the exponent",
+     [2.0**i for i in range(-1000, 1000)] + [-(2.0**i) for i in range(FLOOD_SPANS - 2000)]),
+    ("ordinary ints", list(range(FLOOD_SPANS))),
+    ("strings", [f"E{i:05d}" for i in range(FLOOD_SPANS)]),
+]
+
+
+@pytest.mark.parametrize("codes", [c for _, c in FLOODS], ids=[n for n, _ in FLOODS])
+def test_chosen_codes_cannot_flood_the_grouping(codes: list[object]) -> None:
+    """Regression (hash flooding): codes chosen to collide under an unkeyed hash still group
+    with short probe runs. Counted in probes (the table's work), never in seconds."""
+    body = _distinct_codes(codes)
+    assert wired(body) is not None
+    stats = otlp_module._wire.walk_stats()
+    assert stats["groups"] == FLOOD_SPANS
+    assert stats["longest_probe"] <= stats["probe_limit"]
+    assert stats["probes"] <= 4 * FLOOD_SPANS  # linear probing at load <= 1/2: about 1.5 each
+    assert_same(body)

@@ -58,6 +58,7 @@ class HttpReceiverConfig:
     threads: int = _opt(4, minimum=1)
     connection_limit: int = _opt(100, minimum=1)
     idle_timeout_seconds: int = _opt(60, minimum=1)
+    read_timeout_seconds: float = _opt(10.0, minimum=1)
 
 
 @dataclass
@@ -67,6 +68,7 @@ class ReceiversConfig:
     grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
     http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
     max_request_bytes: int = _opt(4 << 20, minimum=1024)
+    max_in_flight_bytes: int = _opt(64 << 20, minimum=1 << 20)
     max_pending_requests: int = _opt(16, minimum=0)
     retry_after_seconds: int = _opt(1, minimum=1)
     # false: spans/points a Codebook upstream already enriched (provider.match) pass uncounted.
