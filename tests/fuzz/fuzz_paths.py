@@ -1,7 +1,8 @@
 """Differential fuzzer for the C paths, bounded in time: each C path against its Python reference.
 
-- ``exporter._wire`` (the sidecar's OTLP trace wire path) against the message path: random,
-  structure-aware ExportTraceServiceRequests (nested resource/scope/span levels, provider
+- ``exporter._wire`` (the sidecar's OTLP trace and logs wire path) against the message path:
+  random, structure-aware ExportTraceServiceRequests (nested resource/scope/span levels,
+  ``provider.result`` and other span events) and ExportLogsServiceRequests, provider
   attributes of every AnyValue kind, int codes differing only in high bits, whole doubles,
   bad ids, statuses, stale output attributes), then byte-level mutations: flips, cuts,
   insertions, splices, unknown fields of every wire type, and lengths and varints re-encoded
@@ -87,19 +88,42 @@ def any_value(v: object) -> AnyValue:
     return test_wire.value(v)
 
 
-def rand_span(r: random.Random, codes: list[object]) -> Span:
+def rand_attrs_kv(r: random.Random, codes: list[object]) -> list[KeyValue]:
     attrs: list[KeyValue] = []
     if r.random() < 0.8:
         attrs.append(KeyValue(key="provider.source", value=any_value(r.choice(SOURCES))))
     if r.random() < 0.85:
         attrs.append(KeyValue(key="provider.code", value=any_value(r.choice(codes))))
     for _ in range(r.randrange(4)):
-        key = r.choice(KEYS)
-        attrs.append(KeyValue(key=key, value=any_value(rand_code(r))))
+        attrs.append(KeyValue(key=r.choice(KEYS), value=any_value(rand_code(r))))
     r.shuffle(attrs)
+    return attrs
+
+
+def rand_event(r: random.Random, codes: list[object]) -> Span.Event:
+    """A provider.result event most of the time (classified like a span), else another."""
+    name = r.choice(["provider.result", "provider.result", "exception", "provider.results"])
+    return Span.Event(time_unix_nano=r.randrange(1 << 40), name=name,
+                      attributes=rand_attrs_kv(r, codes))
+
+
+def rand_log_request(r: random.Random) -> bytes:
+    codes = [rand_code(r) for _ in range(r.randrange(1, 6))]
+    records = []
+    for _ in range(r.randrange(1, 8)):
+        record = test_wire.record([], tid=r.choice([b"", test_wire.GOOD_TID, b"\x01" * 15]),
+                                  sid=r.choice([b"", test_wire.GOOD_SID, b"\x01" * 9]))
+        record.attributes.extend(rand_attrs_kv(r, codes))
+        records.append(record)
+    return test_wire.logs_request(*records)
+
+
+def rand_span(r: random.Random, codes: list[object]) -> Span:
+    attrs = rand_attrs_kv(r, codes)
     tid = r.choice([test_wire.GOOD_TID, r.randbytes(16), bytes(16), b"\x01" * 15, b""])
     sid = r.choice([test_wire.GOOD_SID, r.randbytes(8), bytes(8), b"\x01" * 9, b""])
-    span = Span(trace_id=tid, span_id=sid, name=r.choice(["send", "", "é"]), attributes=attrs)
+    span = Span(trace_id=tid, span_id=sid, name=r.choice(["send", "", "é"]), attributes=attrs,
+                events=[rand_event(r, codes) for _ in range(r.choice([0, 0, 1, 3]))])
     status = r.choice([None, 0, 1, 2, 5])
     if status is not None:
         span.status.CopyFrom(Status(code=status, message="app"))  # type: ignore[arg-type]
@@ -249,17 +273,19 @@ def insert_in_a_span(r: random.Random, body: bytes) -> bytes:
 # -- the two loops ----------------------------------------------------------------------------
 
 
-def wire_body(r: random.Random) -> bytes:
-    body = rand_request(r)
-    return mutate(r, body) if r.random() < 0.6 else body
+def wire_body(r: random.Random) -> tuple[bytes, str]:
+    signal = "logs" if r.random() < 0.25 else "traces"
+    body = rand_log_request(r) if signal == "logs" else rand_request(r)
+    return (mutate(r, body) if r.random() < 0.6 else body), signal
 
 
-def wire_check(body: bytes) -> bool:
-    """Both paths agree on ``body``; whether the walker took it."""
-    taken = test_wire.wired(body) is not None
+def wire_check(case: tuple[bytes, str]) -> bool:
+    """Both paths agree on the request; whether the walker took it."""
+    body, signal = case
+    taken = (test_wire.wired_logs(body) if signal == "logs" else test_wire.wired(body)) is not None
     if taken:
-        ExportTraceServiceRequest.FromString(body)  # the walker took it: it must parse
-    test_wire.assert_same(body)
+        test_wire.PARSE[signal](body)  # the walker took it: it must parse
+    test_wire.assert_same(body, signal)
     return taken
 
 
@@ -337,7 +363,8 @@ def main() -> int:
                     pair = test_hot.Pair()
     except Exception:
         traceback.print_exc()
-        shown = case.hex() if isinstance(case, bytes) else repr(case)
+        shown = f"{case[1]} {case[0].hex()}" if isinstance(case, tuple) and isinstance(
+            case[0], bytes) else repr(case)
         print(f"fuzz: DIVERGENCE after {wire_n} wire / {hot_n} hot cases (seed {seed}); "
               f"last case: {shown}", flush=True)
         return 1
