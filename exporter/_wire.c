@@ -704,6 +704,15 @@ static int add_event(Walk *w, SpanInfo *s, const uint8_t *field_start, const uin
     return 0;
 }
 
+/* Whether one of the span's provider.result events carries exactly the span's own provider
+ * values (it fell in the span's group g): the span then summarises that result, which the
+ * event counts, so the span is enriched but not counted (enrich.result_identity). */
+static int summarises(const Walk *w, const SpanInfo *s, Py_ssize_t g) {
+    for (Py_ssize_t i = s->ev_first; i < s->ev_first + s->ev_n; i++)
+        if (w->events[i].key == g) return 1;
+    return 0;
+}
+
 /* Groups the events of a valid span by their code, as spans are grouped. */
 static int group_events(Walk *w, const SpanInfo *s) {
     for (Py_ssize_t i = s->ev_first; i < s->ev_first + s->ev_n; i++) {
@@ -718,7 +727,7 @@ static int group_events(Walk *w, const SpanInfo *s) {
 }
 
 static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
-    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1};
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1, 0, 0};
     Value v[4];
     int have[4] = {0, 0, 0, 0};
     const uint8_t *tid = NULL, *sid = NULL;
@@ -773,7 +782,7 @@ static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
     if (!s.bad && have[1]) {
         Py_ssize_t g = group_of(w, v);
         if (g == -2) return -1;
-        w->groups[g].count++;
+        if (!summarises(w, &s, g)) w->groups[g].count++;
         s.key = g;
     }
     if (w->n_spans == w->cap_spans) {
@@ -825,7 +834,7 @@ static int scan_resource(Walk *w, const uint8_t *p, const uint8_t *end) {
  * message path does). A record has no status: it never gets the error blob.
  */
 static int scan_log(Walk *w, const uint8_t *p, const uint8_t *end) {
-    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 0};
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 0, 0, 0};
     Value v[4];
     int have[4] = {0, 0, 0, 0};
     Py_ssize_t tn = 0, sn = 0;

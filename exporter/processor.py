@@ -37,7 +37,7 @@ from .codebook import (
     ATTR_SUBCODE,
     EVENT_RESULT,
 )
-from .enrich import Enricher
+from .enrich import Enricher, result_identity
 
 try:  # the C fast path of on_end (optional: built by pip install, see setup.py)
     from . import _hot
@@ -133,9 +133,12 @@ class _EnrichedEvent(Event):
         return self._dropped
 
 
-def enrich_events(events: Sequence[Event], enricher: Enricher) -> tuple[Event, ...] | None:
+def enrich_events(
+    events: Sequence[Event], enricher: Enricher, results: list[object] | None = None
+) -> tuple[Event, ...] | None:
     """``events`` with every ``provider.result`` event carrying a code enriched (and counted
     once each), or None when there is none. Other events are kept as the same objects.
+    ``results``, when given, receives the :func:`result_identity` of each event with a code.
 
     An enriched event gets the output attributes only: the span's status is left alone, since
     one failed result among several (one recipient of many) need not fail the operation.
@@ -148,6 +151,8 @@ def enrich_events(events: Sequence[Event], enricher: Enricher) -> tuple[Event, .
         raw: Mapping[str, Any] = attrs._dict if type(attrs) is _BOUNDED else (attrs or {})
         if ATTR_CODE not in raw:
             continue
+        if results is not None:
+            results.append(result_identity(raw))
         extra = enricher.enrich_span(raw)
         if extra is None:
             continue
@@ -273,10 +278,16 @@ class CodebookSpanProcessor(SpanProcessor):
                 raw = attrs
             else:
                 raw = span.attributes or {}
-            extra = self.enricher.enrich_span(raw) if ATTR_CODE in raw else None
             # provider.result events: the SDK's span keeps them in a BoundedList (or a tuple).
             events: Any = getattr(span, "_events", None)
-            new_events = enrich_events(events, self.enricher) if events else None
+            results: list[object] | None = [] if events else None
+            new_events = enrich_events(events, self.enricher, results) if events else None
+            if ATTR_CODE not in raw:
+                extra = None
+            elif results and result_identity(raw) in results:  # the span summarises a result
+                extra = self.enricher.enrich_summary(raw)
+            else:
+                extra = self.enricher.enrich_span(raw)
             if extra is not None or new_events is not None:
                 state = getattr(span, "__dict__", None)
                 if state is not None and (type(span) in _FAST_TYPES or _probe_fast(span, state)):

@@ -182,7 +182,8 @@ def test_event_cases_agree(
 
 
 def test_events_are_enriched_and_counted_once_each() -> None:
-    """A code on the span and on two events: three counts; other events untouched."""
+    """A code on two events, which the span repeats: two counts (the span summarises its
+    first result, counted through the event); other events untouched."""
     pair = Pair()
     span = sdk_span(CODE, events=[(RESULT, CODE), ("other", CODE),
                                   (RESULT, {"provider.source": "test.sms", "provider.code": "0"})])
@@ -194,6 +195,20 @@ def test_events_are_enriched_and_counted_once_each() -> None:
     assert second.attributes["provider.category"] == "success"  # type: ignore[index]
     assert "error.type" not in second.attributes  # type: ignore[operator]
     assert "provider.category" not in (other.attributes or {})
+    throttled = {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    assert pair.c.enricher.metrics.value("provider_codes_total", throttled) == 1.0
+    assert c.attributes["provider.category"] == "throttled"  # type: ignore[index]
+    pair.same_metrics()
+
+
+def test_span_with_its_own_result_counts_once_more() -> None:
+    """A span code that no result event repeats (or repeats with another type) counts too."""
+    pair = Pair()
+    int_one = {"provider.source": "test.sms", "provider.code": 1}
+    pair.feed(sdk_span(CODE, events=[(RESULT, int_one),
+                                     (RESULT, {"provider.source": "test.sms",
+                                               "provider.code": "0"})]))
     throttled = {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
                  "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
     assert pair.c.enricher.metrics.value("provider_codes_total", throttled) == 2.0

@@ -769,3 +769,36 @@ def test_chosen_codes_cannot_flood_the_grouping(codes: list[object]) -> None:
     assert stats["longest_probe"] <= stats["probe_limit"]
     assert stats["probes"] <= 4 * FLOOD_SPANS  # linear probing at load <= 1/2: about 1.5 each
     assert_same(body)
+
+
+def test_span_summarising_its_result_event_counts_once() -> None:
+    """A span whose provider values equal one of its provider.result events' (an instrumented
+    call with several results) is enriched but counted through that event only; values of
+    another type (int 1 beside "1") are another result. Both paths agree."""
+    labels = {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+              "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    ok = {**labels, "code": "0", "category": "success", "severity": "info", "retryable": "no",
+          "owner": "none"}
+    first_failing = [(SRC, "vonage.sms"), (CODE, "1")]
+
+    def summary(*events: list[tuple[str, object]]) -> bytes:
+        return request(Span(trace_id=GOOD_TID, span_id=GOOD_SID, name="send",
+                            attributes=kvs(first_failing),
+                            events=[Span.Event(name=RESULT, attributes=kvs(e)) for e in events]))
+
+    cases = [
+        (summary([(SRC, "vonage.sms"), (CODE, "0")], first_failing), 1.0, 1.0),
+        (summary(first_failing, first_failing), 2.0, 0.0),
+        (summary([(SRC, "vonage.sms"), (CODE, 1)]), 2.0, 0.0),  # int 1: another result
+    ]
+    for body, throttled, success in cases:
+        assert_same(body)
+        for path, _, capture, enricher in both(body):
+            assert enricher.metrics.value("provider_codes_total", labels) == throttled, path
+            assert enricher.metrics.value("provider_codes_total", ok) == success, path
+            (sent,) = capture.sent
+            (out,) = ExportTraceServiceRequest.FromString(sent).resource_spans[0] \
+                .scope_spans[0].spans
+            attrs = {kv.key: kv.value.string_value for kv in out.attributes}
+            assert attrs["provider.category"] == "throttled", path  # still enriched
+            assert out.status.code == 2, path  # and its error status set

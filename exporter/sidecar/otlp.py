@@ -74,7 +74,7 @@ from ..codebook import (
     ATTR_SUBCODE,
     EVENT_RESULT,
 )
-from ..enrich import Enricher
+from ..enrich import Enricher, result_identity
 
 try:
     from .. import _wire
@@ -473,18 +473,24 @@ class OtlpIntake:
                         continue
                     if not maybe_codes:
                         continue
+                    results: list[object] = []
                     for event in span.events:  # each provider.result event counts once
                         if event.name == EVENT_RESULT:
                             found, stale = provider_attributes(event.attributes)
                             if skip_enriched and stale and _enriched(event.attributes):
                                 continue
+                            if found:
+                                results.append(result_identity(found))
                             extra = enrich(found) if found else None
                             if extra is not None:  # the span's status is the span's own
                                 set_attributes(event, extra, stale, blobs)
                     found, stale = provider_attributes(span.attributes)
                     if not found or (skip_enriched and stale and _enriched(span.attributes)):
                         continue
-                    extra = enrich(found)
+                    if results and result_identity(found) in results:
+                        extra = self.enricher.enrich_summary(found)  # its event counts it
+                    else:
+                        extra = enrich(found)
                     if extra is None:
                         continue
                     error = ATTR_ERROR_TYPE in extra and span.status.code == _STATUS_UNSET
