@@ -22,29 +22,29 @@ pytest.importorskip("azure.communication.sms")
 pytest.importorskip("azure.communication.callautomation")
 pytest.importorskip("azure.communication.chat")
 
-import azure.core.pipeline  # noqa: E402
-from azure.communication.callautomation import (  # noqa: E402
+import azure.core.pipeline
+from azure.communication.callautomation import (
     CallAutomationClient,
     PhoneNumberIdentifier,
 )
-from azure.communication.callautomation.aio import (  # noqa: E402
+from azure.communication.callautomation.aio import (
     CallAutomationClient as AsyncCallAutomationClient,
 )
-from azure.communication.chat import (  # noqa: E402
+from azure.communication.chat import (
     ChatClient,
     ChatThreadClient,
     CommunicationTokenCredential,
 )
-from azure.communication.sms import SmsClient  # noqa: E402
-from azure.communication.sms.aio import SmsClient as AsyncSmsClient  # noqa: E402
-from azure.core.credentials import AzureKeyCredential  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from azure.communication.sms import SmsClient
+from azure.communication.sms.aio import SmsClient as AsyncSmsClient
+from azure.core.credentials import AzureKeyCredential
+from opentelemetry.trace import SpanKind, StatusCode
 
-from exporter.instrumentation.azure_communication import (  # noqa: E402
+from exporter.instrumentation.azure_communication import (
     AzureCommunicationInstrumentor,
 )
-from tests.pki import Pki, make_pki  # noqa: E402
-from tests.provider_fakes import (  # noqa: E402
+from tests.pki import Pki, make_pki
+from tests.provider_fakes import (
     Answer,
     FakeProvider,
     Pipeline,

@@ -10,16 +10,16 @@ import pytest
 
 pytest.importorskip("vonage_sms")
 
-import requests.adapters  # noqa: E402
-import vonage_sms.sms  # noqa: E402
-from opentelemetry.instrumentation.requests import RequestsInstrumentor  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
-from vonage import Auth, HttpClientOptions, Vonage  # noqa: E402
-from vonage_sms import SmsMessage  # noqa: E402
+import requests.adapters
+import vonage_sms.sms
+from opentelemetry.instrumentation.requests import RequestsInstrumentor
+from opentelemetry.trace import SpanKind, StatusCode
+from vonage import Auth, HttpClientOptions, Vonage
+from vonage_sms import SmsMessage
 
-from exporter.instrumentation.vonage import VonageInstrumentor  # noqa: E402
-from tests.pki import make_pki  # noqa: E402
-from tests.provider_fakes import (  # noqa: E402
+from exporter.instrumentation.vonage import VonageInstrumentor
+from tests.pki import make_pki
+from tests.provider_fakes import (
     Answer,
     FakeProvider,
     Pipeline,
