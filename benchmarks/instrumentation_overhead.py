@@ -164,7 +164,6 @@ def _references(provider: TracerProvider, plain: str) -> dict[str, float]:
     v_req = requests.Request("POST", f"https://{plain}/sms/json").prepare()
     b_req = requests.Request("POST", f"http://{plain}/users/track").prepare()
     v_resp, b_resp = response(vonage_body, 200), response(braze_body, 201)
-    host, port = plain.split(":")
     h_req = httpcore.Request("POST", f"http://{plain}/users/track")
 
     def h_answer(*a: Any, **k: Any) -> httpcore.Response:
