@@ -19,6 +19,7 @@ import httpcore
 import httpx
 import requests.adapters
 from braze.client import BrazeClient
+from opentelemetry import trace as trace_api
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.requests import RequestsInstrumentor
 from opentelemetry.trace import SpanKind, StatusCode
@@ -292,3 +293,27 @@ def test_extract_table() -> None:
         "plain text error")
     assert ex(201, ["message"]) is None and ex(201, None) is None
     assert ex(201, {"message": "   "}) is None
+
+
+class _BrokenTracer(trace_api.NoOpTracer):
+    def start_span(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("tracer is broken")
+
+
+class _BrokenProvider(trace_api.NoOpTracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        return _BrokenTracer()
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_broken_tracer_never_breaks_the_call(fake: FakeProvider, client: str,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """The instrumentation's own failure is logged, and the call returns as it would."""
+    BrazeInstrumentor().instrument(tracer_provider=_BrokenProvider(), hosts=[fake.host])
+    try:
+        fake.script("POST", TRACK, json_answer(201, {"message": "success"}))
+        instrumented = call(client, fake)
+    finally:
+        BrazeInstrumentor().uninstrument()
+    fake.script("POST", TRACK, json_answer(201, {"message": "success"}))
+    assert instrumented == call(client, fake)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 _log = logging.getLogger("exporter.instrumentation")
 
@@ -105,8 +105,6 @@ def is_client_span(span: Span) -> bool:
 
 def mark_failed(span: Span, exc: BaseException) -> None:
     """On a span the instrumentor started: the call raised (as HTTP client spans record it)."""
-    from opentelemetry.trace import Status, StatusCode
-
     span.set_attribute("error.type", type(exc).__qualname__)
     span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
 

@@ -158,6 +158,14 @@ class _Call:
             self.own.end()
 
 
+def _start(interest: Interest, method: str, host: str, port: int | None) -> _Call | None:
+    try:
+        return _Call(interest, method, host, port)
+    except Exception as exc:  # a broken tracer provider must not break the call
+        warn_once(interest.span_name, exc)
+        return None
+
+
 def _json(body: bytes | None, encoding: str) -> Any:
     if body is None:
         return None
@@ -198,9 +206,9 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
     except Exception as exc:
         warn_once("requests hook", exc)
         interest = None
-    if interest is None:
+    call = _start(interest, method, host, url.port) if interest is not None else None
+    if call is None:
         return wrapped(*args, **kwargs)
-    call = _Call(interest, method, host, url.port)
     try:
         try:
             response = wrapped(*args, **kwargs)
@@ -266,14 +274,15 @@ class _Replay:
         await self._original.aclose()
 
 
-def _prepare(request: Any) -> tuple[Interest, str, str, int | None] | None:
+def _prepare(request: Any) -> _Call | None:
     if not _matchers:
         return None
     try:
-        return _httpcore_claim(request)
+        claimed = _httpcore_claim(request)
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None
+    return None if claimed is None else _start(*claimed)
 
 
 def _read_ahead(response: Any) -> tuple[bool, str]:
@@ -284,10 +293,9 @@ def _read_ahead(response: Any) -> tuple[bool, str]:
 
 
 def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    claimed = _prepare(args[0] if args else kwargs.get("request"))
-    if claimed is None:
+    call = _prepare(args[0] if args else kwargs.get("request"))
+    if call is None:
         return wrapped(*args, **kwargs)
-    call = _Call(*claimed)
     try:
         try:
             response = wrapped(*args, **kwargs)
@@ -311,10 +319,9 @@ def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 
 
 async def _httpcore_send_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-    claimed = _prepare(args[0] if args else kwargs.get("request"))
-    if claimed is None:
+    call = _prepare(args[0] if args else kwargs.get("request"))
+    if call is None:
         return await wrapped(*args, **kwargs)
-    call = _Call(*claimed)
     try:
         try:
             response = await wrapped(*args, **kwargs)
