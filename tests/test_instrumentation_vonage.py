@@ -242,3 +242,19 @@ def test_path_helper_is_unused_outside(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=Path(__file__).parents[1], timeout=60).stdout
     assert out.strip() == "[]"
+
+
+def test_missing_sdk_is_skipped_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As opentelemetry-instrument loads it (skip_dep_check=True): an SDK outside the tested
+    ranges leaves everything unwrapped, and uninstrument() is still safe."""
+    from exporter.instrumentation import vonage as module
+
+    monkeypatch.setattr(module, "_DEPENDENCIES", ("vonage-sms >= 99",))
+    send, adapter_send = vonage_sms.sms.Sms.send, requests.adapters.HTTPAdapter.send
+    VonageInstrumentor().instrument(skip_dep_check=True)
+    try:
+        assert vonage_sms.sms.Sms.send is send
+        assert requests.adapters.HTTPAdapter.send is adapter_send
+    finally:
+        VonageInstrumentor().uninstrument()
+    assert vonage_sms.sms.Sms.send is send
