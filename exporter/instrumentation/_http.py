@@ -215,16 +215,20 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         except BaseException as exc:
             call.failed(exc)
             raise
-        body = None
-        stream = kwargs.get("stream", args[1] if len(args) > 1 else False)
-        headers: Mapping[str, str] = response.headers
-        if not stream and _wanted(response.status_code, headers.get("Content-Type", ""),
-                                  headers.get("Content-Length")):
-            # Session.send reads the body right after this returns (stream=False): reading it
-            # here only moves that read into the HTTP span; its errors are the SDK's own.
-            body = response.content
+        try:
+            status = int(response.status_code)
+            stream = kwargs.get("stream", args[1] if len(args) > 1 else False)
+            headers: Mapping[str, str] = response.headers
+            wanted = not stream and _wanted(status, headers.get("Content-Type", ""),
+                                            headers.get("Content-Length"))
+        except Exception as exc:  # not a requests.Response as HTTPAdapter makes them
+            warn_once("requests hook", exc)
+            return response
+        # Session.send reads the body right after this returns (stream=False): reading it here
+        # only moves that read into the HTTP span; its errors are the SDK's own.
+        body = response.content if wanted else None
         # requests has already undone Content-Encoding.
-        call.answered(response.status_code, body, "")
+        call.answered(status, body, "")
         return response
     finally:
         call.close()
@@ -285,11 +289,17 @@ def _prepare(request: Any) -> _Call | None:
     return None if claimed is None else _start(*claimed)
 
 
-def _read_ahead(response: Any) -> tuple[bool, str]:
-    status = int(response.status)
-    wanted = _wanted(status, _header(response.headers, b"content-type") or "",
-                     _header(response.headers, b"content-length"))
-    return wanted, (_header(response.headers, b"content-encoding") or "").strip().lower()
+def _read_ahead(response: Any) -> tuple[int, bool, str] | None:
+    """(status, read the body?, content encoding), or None for a response of unknown shape."""
+    try:
+        status = int(response.status)
+        wanted = _wanted(status, _header(response.headers, b"content-type") or "",
+                         _header(response.headers, b"content-length"))
+        encoding = (_header(response.headers, b"content-encoding") or "").strip().lower()
+    except Exception as exc:
+        warn_once("httpx hook", exc)
+        return None
+    return status, wanted, encoding
 
 
 def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
@@ -302,7 +312,10 @@ def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         except BaseException as exc:
             call.failed(exc)
             raise
-        wanted, encoding = _read_ahead(response)
+        shape = _read_ahead(response)
+        if shape is None:
+            return response
+        status, wanted, encoding = shape
         body = None
         if wanted:
             original = response.stream
@@ -312,7 +325,7 @@ def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
                 original.close()
                 raise
             response.stream = _Replay(body, original)
-        call.answered(int(response.status), body, encoding)
+        call.answered(status, body, encoding)
         return response
     finally:
         call.close()
@@ -328,7 +341,10 @@ async def _httpcore_send_async(wrapped: Any, instance: Any, args: Any, kwargs: A
         except BaseException as exc:
             call.failed(exc)
             raise
-        wanted, encoding = _read_ahead(response)
+        shape = _read_ahead(response)
+        if shape is None:
+            return response
+        status, wanted, encoding = shape
         body = None
         if wanted:
             original = response.stream
@@ -338,7 +354,7 @@ async def _httpcore_send_async(wrapped: Any, instance: Any, args: Any, kwargs: A
                 await original.aclose()
                 raise
             response.stream = _Replay(body, original)
-        call.answered(int(response.status), body, encoding)
+        call.answered(status, body, encoding)
         return response
     finally:
         call.close()
