@@ -247,10 +247,11 @@ HOSTS = [
 @pytest.mark.parametrize(("host", "port", "claimed"), HOSTS,
                          ids=[f"{h}:{p}" for h, p, _ in HOSTS])
 def test_host_matching(host: str, port: int | None, claimed: bool) -> None:
-    """Braze REST hosts by pattern, plus configured hosts (bare, or pinned to a port)."""
+    """Braze REST hosts by pattern, plus configured hosts (bare, or pinned to a port; given as
+    a comma-separated string here)."""
     pipe = Pipeline()
     BrazeInstrumentor().instrument(tracer_provider=pipe.provider,
-                                   hosts=["configured.example.test", "pinned.example.test:9000"])
+                                   hosts="configured.example.test, pinned.example.test:9000")
     try:
         matcher = BrazeInstrumentor()._matcher
         assert (matcher(host, port, TRACK) is not None) is claimed

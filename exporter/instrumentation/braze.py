@@ -84,9 +84,10 @@ def parse_hosts(spec: Iterable[str]) -> tuple[frozenset[str], frozenset[tuple[st
 class BrazeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     """Puts the ``braze.rest`` status and message of Braze REST calls on the call's span.
 
-    ``instrument(hosts=[...], tracer_provider=...)``: extra Braze hosts (added to
-    ``CODEBOOK_BRAZE_HOSTS``) and the provider of the CLIENT span started when no HTTP client
-    span exists (default: the global one).
+    ``instrument(hosts=[...], tracer_provider=...)``: extra Braze hosts, a list or a
+    comma-separated string (added to ``CODEBOOK_BRAZE_HOSTS``, read at instrument time), and
+    the provider of the CLIENT span started when no HTTP client span exists (default: the
+    global one).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
@@ -101,8 +102,10 @@ class BrazeInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             _log.debug("codebook_braze not enabled: %s", conflict)
             self._matcher = None
             return
-        names, pairs = parse_hosts([*os.environ.get(HOSTS_ENV, "").split(","),
-                                    *kwargs.get("hosts", ())])
+        hosts = kwargs.get("hosts", ())
+        if isinstance(hosts, str):
+            hosts = hosts.split(",")
+        names, pairs = parse_hosts([*os.environ.get(HOSTS_ENV, "").split(","), *hosts])
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
         interest = _http.Interest(SPAN_NAME, extract, tracer)
 
