@@ -14,21 +14,26 @@ alike) and reads the final answer of requests to ACS paths, after retries:
 
 A 2xx records its status (successes are counted). A failure whose body is not ACS's
 ``{"error": {"code": ...}}`` (a proxy's 502, a connection refused) records nothing. The span
-is the SDK's own operation span when azure-core tracing is on (e.g. ``SmsClient.send``), else a
-CLIENT span started around the pipeline run (``acs.sms.send``, ``acs.call_automation``,
-``acs.chat``), which the HTTP client spans of the transport then nest under. Never recorded:
-phone numbers, message text, thread topics, tokens, keys, error messages.
+is the SDK's own operation span when azure-core tracing is on (e.g. ``SmsClient.send``); else
+the HTTP client span of ``opentelemetry-instrumentation-requests`` (sync clients), read
+through the requests hook of :mod:`exporter.instrumentation._http` while it is open; else a
+CLIENT span covering the pipeline run (``acs.sms.send``, ``acs.call_automation``,
+``acs.chat``), recorded when the answer is in (the ``.aio`` clients' aiohttp span has ended by
+then). Never recorded: phone numbers, message text, thread topics, tokens, keys, error
+messages.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
+import time
 from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry import context, trace
+from opentelemetry import trace
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
 from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-defined]
     BaseInstrumentor,
@@ -37,11 +42,13 @@ from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.trace import Span, SpanKind, Tracer
 from wrapt import wrap_function_wrapper
 
+from . import _http
 from ._common import (
     Outcome,
     Result,
     as_code,
     http_attributes,
+    is_client_span,
     mark_failed,
     outcome_of,
     record,
@@ -112,56 +119,89 @@ def _classify(method: str, path: str) -> tuple[str, str] | None:
     return None
 
 
-def _extract(source: str, status: int, response: Any) -> Outcome | None:
-    body = _body(response)
+def outcome_for(source: str, status: int, body: Any) -> Outcome | None:
+    """The outcome of one ACS answer (decoded JSON body, or None) for ``source``."""
     if source == SMS_SEND:
         return sms_send(status, body)
     return status_and_error(source, status, body)
 
 
 class _Run:
-    """One claimed pipeline run: the span its result goes on."""
+    """One claimed pipeline run, and the span its result goes on.
 
-    __slots__ = ("own", "source", "target", "token")
+    azure-core tracing on: its operation span (current while the pipeline runs). Otherwise the
+    run is marked in a context variable, so the requests hook (:mod:`._http`) records each
+    answer on the HTTP client span of ``opentelemetry-instrumentation-requests`` while it is
+    open (``seen``); when no such span saw the answer (no HTTP instrumentation, or the aiohttp
+    transport of the ``.aio`` clients, whose span ends before azure-core reads the body), a
+    CLIENT span covering the run is recorded once the answer is in.
+    """
+
+    __slots__ = ("interest", "method", "name", "seen", "source", "start", "target", "token",
+                 "tracer", "url")
 
     def __init__(self, tracer: Tracer, name: str, source: str, method: str, url: Any) -> None:
-        self.source = source
+        self.tracer, self.name, self.source, self.method, self.url = (
+            tracer, name, source, method, url)
+        self.seen = False
+        self.token: contextvars.Token[_Run | None] | None = None
         current = trace.get_current_span()
         scope = getattr(current, "instrumentation_scope", None)
-        self.own: Span | None = None
-        self.token: object | None = None
         if current.is_recording() and scope is not None and scope.name.startswith("azure"):
-            self.target = current  # azure-core tracing's span for this SDK operation
+            self.target: Span | None = current
         else:
-            self.own = tracer.start_span(name, kind=SpanKind.CLIENT,
-                                         attributes=http_attributes(method, url.hostname or "",
-                                                                    url.port))
-            self.token = context.attach(trace.set_span_in_context(self.own))
-            self.target = self.own
+            self.target = None
+            self.start = time.time_ns()
+            self.interest = _http.Interest(name, self._answered_over_http, tracer)
+            self.token = _active.set(self)
 
-    def answered(self, pipeline_response: Any) -> None:
+    def _answered_over_http(self, status: int, body: Any) -> Outcome | None:
+        self.seen = True
+        return outcome_for(self.source, status, body)
+
+    def finish(self, pipeline_response: Any, exc: BaseException | None) -> None:
+        """Record the result; called once, in a ``finally``. Never raises."""
         try:
-            response = pipeline_response.http_response
-            status = int(response.status_code)
-            outcome = _extract(self.source, status, response)
-            if outcome is not None:
-                record(self.target, outcome)
-            if self.own is not None:
-                self.own.set_attribute("http.response.status_code", status)
+            if self.token is not None:
+                _active.reset(self.token)
+            if self.seen:
+                return
+            outcome = status = None
+            if pipeline_response is not None:
+                response = pipeline_response.http_response
+                status = int(response.status_code)
+                outcome = outcome_for(self.source, status, _body(response))
+            if self.target is not None:
+                if outcome is not None:
+                    record(self.target, outcome)
+                return
+            span = self.tracer.start_span(
+                self.name, kind=SpanKind.CLIENT, start_time=self.start,
+                attributes=http_attributes(self.method, self.url.hostname or "", self.url.port))
+            if exc is not None:
+                mark_failed(span, exc)
+            if status is not None:
+                span.set_attribute("http.response.status_code", status)
                 if status >= 400 and outcome is None:
-                    self.own.set_attribute("error.type", str(status))
-        except Exception as exc:
-            warn_once(self.source, exc)
+                    span.set_attribute("error.type", str(status))
+            if outcome is not None:
+                record(span, outcome)
+            span.end()
+        except Exception as failure:
+            warn_once(self.source, failure)
 
-    def failed(self, exc: BaseException) -> None:
-        if self.own is not None:
-            mark_failed(self.own, exc)
 
-    def close(self) -> None:
-        if self.token is not None:
-            context.detach(self.token)  # type: ignore[arg-type]
-        if self.own is not None:
-            self.own.end()
+_active: contextvars.ContextVar[_Run | None] = contextvars.ContextVar("codebook_acs_run",
+                                                                     default=None)
+
+
+def _over_http(host: str, port: int | None, path: str) -> _http.Interest | None:
+    """The requests hook's matcher: the request of a claimed run, under an HTTP client span."""
+    run = _active.get()
+    # The path check keeps out other requests made while the run is active (a token fetch).
+    if run is None or path != run.url.path or not is_client_span(trace.get_current_span()):
+        return None
+    return run.interest
 
 
 def _claim(tracer: Tracer, args: Any, kwargs: Any) -> _Run | None:
@@ -203,34 +243,33 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             claimed = _claim(tracer, args, kwargs)
             if claimed is None:
                 return wrapped(*args, **kwargs)
+            response = error = None
             try:
-                try:
-                    response = wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    claimed.failed(exc)
-                    raise
-                claimed.answered(response)
+                response = wrapped(*args, **kwargs)
                 return response
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
-                claimed.close()
+                claimed.finish(response, error)
 
         async def run_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
             claimed = _claim(tracer, args, kwargs)
             if claimed is None:
                 return await wrapped(*args, **kwargs)
+            response = error = None
             try:
-                try:
-                    response = await wrapped(*args, **kwargs)
-                except BaseException as exc:
-                    claimed.failed(exc)
-                    raise
-                claimed.answered(response)
+                response = await wrapped(*args, **kwargs)
                 return response
+            except BaseException as exc:
+                error = exc
+                raise
             finally:
-                claimed.close()
+                claimed.finish(response, error)
 
         wrap_function_wrapper("azure.core.pipeline", "Pipeline.run", run)
         wrap_function_wrapper("azure.core.pipeline", "AsyncPipeline.run", run_async)
+        _http.register(_over_http)
         self._on = True
 
     def _uninstrument(self, **kwargs: Any) -> None:
@@ -240,4 +279,5 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
         unwrap(azure.core.pipeline.Pipeline, "run")
         unwrap(azure.core.pipeline.AsyncPipeline, "run")
+        _http.unregister(_over_http)
         self._on = False
