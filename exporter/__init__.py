@@ -3,9 +3,17 @@
 The public API is what ``__all__`` lists; every other module is an implementation detail.
 """
 
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("codebook-exporter")  # the installed package's own version
+except PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
+
 from .codebook import Codebook, Resolution, load_codebook
 from .enrich import Enricher
 from .loader import MappingError
+from .log_processor import CodebookLogRecordProcessor
 from .metric_exporter import CodebookMetricExporter
 from .metrics import CodebookMetrics
 from .processor import CodebookSpanProcessor
@@ -17,6 +25,7 @@ from .taxonomy import Category, Match, Owner, Retryable, Severity
 __all__ = [
     "Category",
     "Codebook",
+    "CodebookLogRecordProcessor",
     "CodebookMetricExporter",
     "CodebookMetrics",
     "CodebookSpanProcessor",
@@ -29,6 +38,7 @@ __all__ = [
     "Resolution",
     "Retryable",
     "Severity",
+    "__version__",
     "load_codebook",
     "make_asgi_app",
     "make_webhook_asgi_app",

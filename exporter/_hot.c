@@ -17,7 +17,8 @@
  *    the merged attributes and, for an error category when the status is UNSET, the
  *    category's ERROR status from error_status(category)).
  *
- * Everything else (another span class, a cache miss, an unhashable value, dropped attributes,
+ * Everything else (a span with an event named provider.result, another span class, a cache
+ * miss, an unhashable value, dropped attributes,
  * any unexpected shape or failure before counting) is handed whole to slow(span), the Python
  * on_end, which counts, copies and forwards it itself; nothing is counted twice because the
  * hand-over happens before this path counts. A downstream that raises is reported through
@@ -108,6 +109,7 @@ static int count(PyObject *cells, PyObject *lock) {
 /* The enriched copy of span (a plain ReadableSpan), or NULL with an exception set. */
 static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *extra) {
     PyObject *state = NULL, *fields = NULL, *merged = NULL, *out = NULL, *status = NULL;
+    PyObject *error_type = NULL, *current = NULL;
     state = PyObject_GenericGetDict(span, NULL);
     if (state == NULL || !PyDict_CheckExact(state)) goto done;
     fields = PyDict_Copy(state);
@@ -115,14 +117,16 @@ static PyObject *enriched(SpanHook *h, PyObject *span, PyObject *raw, PyObject *
     merged = PyDict_Copy(raw);
     if (merged == NULL || PyDict_Update(merged, extra) < 0) goto done;
     if (PyDict_SetItem(fields, s_attributes, merged) < 0) goto done;
-    PyObject *error_type = PyDict_GetItemWithError(extra, h->k_error); /* borrowed */
+    error_type = PyDict_GetItemWithError(extra, h->k_error);
     if (error_type == NULL && PyErr_Occurred()) goto done;
+    Py_XINCREF(error_type); /* owned: reading status_code below may run Python code */
     if (error_type != NULL) {
-        PyObject *current = PyDict_GetItemWithError(fields, s_status); /* borrowed */
+        current = PyDict_GetItemWithError(fields, s_status);
         if (current == NULL) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_KeyError, "_status");
             goto done;
         }
+        Py_INCREF(current); /* owned: its status_code may be a Python property */
         int unset = current == h->default_status;
         if (!unset) {
             PyObject *code = PyObject_GetAttr(current, s_status_code);
@@ -147,15 +151,57 @@ done:
     Py_XDECREF(fields);
     Py_XDECREF(merged);
     Py_XDECREF(status);
+    Py_XDECREF(error_type);
+    Py_XDECREF(current);
     return out;
 }
 
-/* raw[key] (borrowed) or None in *out; -1 when the lookup raised. */
+/* raw[key] or None in *out, a new reference: the next lookup may run a str-subclass key's
+ * __eq__, which may delete this value from raw; -1 when the lookup raised. */
 static int get_or_none(PyObject *raw, PyObject *key, PyObject **out) {
     PyObject *v = PyDict_GetItemWithError(raw, key);
     if (v == NULL && PyErr_Occurred()) return -1;
-    *out = v != NULL ? v : Py_None;
+    *out = Py_NewRef(v != NULL ? v : Py_None);
     return 0;
+}
+
+/* 1 when span has an event named provider.result (the Python on_end enriches those), 0 when
+ * not, -1 on an unexpected shape (also handed over). Reads the SDK's ``_events`` (a
+ * BoundedList, or a tuple) and each event's ``name``; names created on first use. */
+static int has_result_event(PyObject *span) {
+    static PyObject *s_events, *s_name, *s_result;
+    if (s_result == NULL) {
+        s_events = PyUnicode_InternFromString("_events");
+        s_name = PyUnicode_InternFromString("name");
+        s_result = PyUnicode_InternFromString("provider.result");
+        if (s_events == NULL || s_name == NULL || s_result == NULL) return -1;
+    }
+    PyObject *events = PyObject_GetAttr(span, s_events);
+    if (events == NULL) return -1;
+    if (PyTuple_CheckExact(events) && PyTuple_GET_SIZE(events) == 0) {
+        Py_DECREF(events);
+        return 0;
+    }
+    Py_ssize_t n = PyObject_Length(events);
+    if (n <= 0) { /* empty (the common case), or not a sequence */
+        Py_DECREF(events);
+        return n == 0 ? 0 : -1;
+    }
+    PyObject *seq = PySequence_Fast(events, "events"); /* owns the items while we read */
+    Py_DECREF(events);
+    if (seq == NULL) return -1;
+    int found = 0;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq) && !found; i++) {
+        PyObject *name = PyObject_GetAttr(PySequence_Fast_GET_ITEM(seq, i), s_name);
+        if (name == NULL) {
+            found = -1;
+            break;
+        }
+        found = PyUnicode_Check(name) ? PyUnicode_Compare(name, s_result) == 0 : 0;
+        Py_DECREF(name);
+    }
+    Py_DECREF(seq);
+    return found;
 }
 
 static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -165,9 +211,11 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         return PyObject_Vectorcall(h->slow, args, nargsf, kwnames); /* not the SDK's call */
     PyObject *span = args[0];
     if (Py_TYPE(span) != h->readable_type) return hand_over(h, span);
+    if (has_result_event(span) != 0) return hand_over(h, span); /* events: Python on_end */
 
     PyObject *attrs = NULL, *raw = NULL, *enricher = NULL, *spans = NULL, *key = NULL;
     PyObject *hit = NULL, *copy = NULL, *result = NULL;
+    PyObject *code = NULL, *source = NULL, *subcode = NULL, *message = NULL;
     attrs = PyObject_GetAttr(span, s_attributes);
     if (attrs == NULL) goto slow;
     if (Py_TYPE(attrs) == h->bounded_type) {
@@ -179,19 +227,21 @@ static PyObject *hook_call(PyObject *self, PyObject *const *args, size_t nargsf,
         goto slow;
     }
     if (!PyDict_CheckExact(raw)) goto slow;
-    PyObject *code = PyDict_GetItemWithError(raw, h->k_code); /* borrowed, like the rest */
+    /* Own every value right after its lookup: a later lookup may run Python code (a
+     * str-subclass key's __eq__) that removes an earlier value from raw and frees it. */
+    code = PyDict_GetItemWithError(raw, h->k_code);
     if (code == NULL) {
         if (PyErr_Occurred()) goto slow;
         result = forward(h, span); /* no provider code: the same object goes downstream */
         goto done;
     }
-    PyObject *source, *subcode, *message;
+    Py_INCREF(code);
     if (get_or_none(raw, h->k_source, &source) < 0 ||
         get_or_none(raw, h->k_subcode, &subcode) < 0 ||
         get_or_none(raw, h->k_message, &message) < 0)
         goto slow;
-    /* Own references from here on: hashing or comparing a value, or reading an attribute,
-     * may run Python code and let another thread run (and clear the cache). */
+    /* Owned references only from here on: hashing or comparing a value, or reading an
+     * attribute, may run Python code and let another thread run (and clear the cache). */
     key = PyTuple_Pack(4, source, code, subcode, message);
     if (key == NULL) goto slow;
     enricher = PyObject_GetAttr(h->processor, s_enricher);
@@ -230,6 +280,10 @@ done:
     Py_XDECREF(key);
     Py_XDECREF(hit);
     Py_XDECREF(copy);
+    Py_XDECREF(code);
+    Py_XDECREF(source);
+    Py_XDECREF(subcode);
+    Py_XDECREF(message);
     return result;
 }
 

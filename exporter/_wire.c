@@ -22,6 +22,16 @@
  * protobuf runtime parse it, which either rejects it or takes the message path. The walker
  * must never accept what the runtime rejects (tests/test_wire.py fuzzes exactly that).
  *
+ * Span events named provider.result are grouped and resolved with the spans (one count
+ * each): an event of a group that resolve enriched gets the blob's attributes (rewritten as
+ * Span.Event attributes) appended and its stale output attributes removed; it never gets
+ * the error blob (an event has no status). A span's status is the span's own.
+ *
+ * enrich_logs(buf, resolve, input_keys, output_keys, logs_root) does the same for an
+ * ExportLogsServiceRequest (resource_logs -> scope_logs -> log_records, attributes field 6):
+ * a record whose trace_id/span_id is set but not 16/8 bytes is removed (rejected), and a
+ * record carrying a code gets the blob (never the error blob: a record has no status).
+ *
  * Validation, the walk and the rewrite run without the GIL; resolve runs with it.
  */
 #define PY_SSIZE_T_CLEAN
@@ -51,7 +61,19 @@ typedef struct {
     Py_ssize_t key;   /* group index, or -1 */
     int bad;
     int unset;
+    Py_ssize_t ev_first, ev_n; /* its provider.result events: w->events[ev_first ...] */
 } SpanInfo;
+
+/* One span event named provider.result (enriched like a span; never gets the error blob). */
+typedef struct {
+    Py_ssize_t field_len; /* the whole Span.events field: tag, length and payload */
+    Py_ssize_t tag_len;
+    Py_ssize_t len;   /* payload length */
+    Py_ssize_t stale; /* bytes of output-key attribute fields */
+    Py_ssize_t key;   /* group index, or -1 */
+    Value v[4];
+    int have_code;
+} EventInfo;
 
 typedef struct {
     Value v[4];
@@ -72,6 +94,9 @@ typedef struct {
     Py_ssize_t n_groups, cap_groups;
     Py_ssize_t *table; /* open addressing over groups; -1 empty */
     Py_ssize_t table_size;
+    uint32_t attr_field; /* the items' attributes field: 0 for spans (9), 6 for log records */
+    EventInfo *events;
+    Py_ssize_t n_events, cap_events;
 } Walk;
 
 /* The walk runs without the GIL, so failures are recorded here and raised afterwards. */
@@ -139,8 +164,13 @@ static int read_field(const uint8_t *p, const uint8_t *end, uint32_t *field, int
         p += 8;
         break;
     case WT_LEN: {
+        /* upb reads a length as an int32 of at most 5 bytes (padded ones included) and
+         * rejects a longer or larger one, even in an unknown field; so does the walker. */
         uint64_t n;
+        const uint8_t *s = p;
         if (read_varint(&p, end, &n) < 0) return -1;
+        if (p - s > 5) return bail("length longer than 5 bytes");
+        if (n > 0x7fffffff) return bail("length past 2**31-1");
         if (n > (uint64_t)(end - p)) return bail("truncated length-delimited field");
         *payload = p;
         *plen = (Py_ssize_t)n;
@@ -452,15 +482,94 @@ static int read_status_code(const uint8_t *p, const uint8_t *end, uint64_t *code
     return 0;
 }
 
-/* FNV-1a, unsigned: wraps by definition. */
-static uint64_t hash_value(uint64_t h, const Value *v) {
-    h = (h ^ (uint64_t)v->kind) * 1099511628211ULL;
-    if (v->kind == V_STRING || v->kind == V_BYTES) {
-        for (Py_ssize_t i = 0; i < v->n; i++) h = (h ^ v->p[i]) * 1099511628211ULL;
-    } else if (v->kind != V_NONE) {
-        h = (h ^ v->u) * 1099511628211ULL;
+/* Grouping hashes are keyed (SipHash-1-3, the key drawn from os.urandom at import), so a
+ * request cannot choose codes that collide in the table: with the old unkeyed XOR-multiply,
+ * ints differing only above bit 20 (or doubles 1.0, 2.0, ...) all landed in one probe run and
+ * a 4 MB request cost seconds of CPU. Probes are also bounded (PROBE_LIMIT): past it the walk
+ * bails and the message path, which gives the same result, takes the request. */
+#define PROBE_LIMIT 128
+static uint64_t g_k0, g_k1;
+static _Thread_local Py_ssize_t t_probes, t_longest, t_groups; /* walk_stats() */
+
+typedef struct {
+    uint64_t v0, v1, v2, v3, tail, len;
+    int ntail;
+} Sip;
+
+#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
+
+static void sip_round(Sip *s) {
+    s->v0 += s->v1;
+    s->v1 = ROTL(s->v1, 13);
+    s->v1 ^= s->v0;
+    s->v0 = ROTL(s->v0, 32);
+    s->v2 += s->v3;
+    s->v3 = ROTL(s->v3, 16);
+    s->v3 ^= s->v2;
+    s->v0 += s->v3;
+    s->v3 = ROTL(s->v3, 21);
+    s->v3 ^= s->v0;
+    s->v2 += s->v1;
+    s->v1 = ROTL(s->v1, 17);
+    s->v1 ^= s->v2;
+    s->v2 = ROTL(s->v2, 32);
+}
+
+static void sip_init(Sip *s) {
+    s->v0 = g_k0 ^ 0x736f6d6570736575ULL;
+    s->v1 = g_k1 ^ 0x646f72616e646f6dULL;
+    s->v2 = g_k0 ^ 0x6c7967656e657261ULL;
+    s->v3 = g_k1 ^ 0x7465646279746573ULL;
+    s->tail = s->len = 0;
+    s->ntail = 0;
+}
+
+static void sip_word(Sip *s, uint64_t m) {
+    s->v3 ^= m;
+    sip_round(s);
+    s->v0 ^= m;
+}
+
+static void sip_bytes(Sip *s, const uint8_t *p, Py_ssize_t n) {
+    s->len += (uint64_t)n;
+    for (; n > 0 && s->ntail != 0; n--) {
+        s->tail |= (uint64_t)*p++ << (8 * s->ntail);
+        if (++s->ntail == 8) {
+            sip_word(s, s->tail);
+            s->tail = 0;
+            s->ntail = 0;
+        }
     }
-    return h;
+    for (; n >= 8; n -= 8, p += 8) {
+        uint64_t m;
+        memcpy(&m, p, 8); /* little-endian hosts only: checked at module init */
+        sip_word(s, m);
+    }
+    for (; n > 0; n--) s->tail |= (uint64_t)*p++ << (8 * s->ntail++);
+}
+
+static uint64_t sip_final(Sip *s) {
+    sip_word(s, (s->len << 56) | s->tail);
+    s->v2 ^= 0xff;
+    sip_round(s);
+    sip_round(s);
+    sip_round(s);
+    return s->v0 ^ s->v1 ^ s->v2 ^ s->v3;
+}
+
+/* Feeds one value: its kind, then its length and bytes or its 8 value bytes. */
+static void hash_value(Sip *s, const Value *v) {
+    uint8_t head[9] = {(uint8_t)v->kind};
+    if (v->kind == V_STRING || v->kind == V_BYTES) {
+        uint64_t n = (uint64_t)v->n;
+        memcpy(head + 1, &n, 8);
+        sip_bytes(s, head, 9);
+        sip_bytes(s, v->p, v->n);
+    } else {
+        uint64_t u = v->kind == V_NONE ? 0 : v->u;
+        memcpy(head + 1, &u, 8);
+        sip_bytes(s, head, 9);
+    }
 }
 
 static int value_eq(const Value *a, const Value *b) {
@@ -476,8 +585,14 @@ static int grow_table(Walk *w) {
     if (t == NULL) return nomem();
     for (Py_ssize_t i = 0; i < size; i++) t[i] = -1;
     for (Py_ssize_t g = 0; g < w->n_groups; g++) {
-        Py_ssize_t i = (Py_ssize_t)((size_t)w->groups[g].hash & (size_t)(size - 1));
-        while (t[i] != -1) i = (i + 1) & (size - 1);
+        Py_ssize_t i = (Py_ssize_t)((size_t)w->groups[g].hash & (size_t)(size - 1)), probes = 0;
+        while (t[i] != -1) {
+            if (++probes > PROBE_LIMIT) {
+                PyMem_RawFree(t);
+                return bail("hash probe run too long");
+            }
+            i = (i + 1) & (size - 1);
+        }
         t[i] = g;
     }
     PyMem_RawFree(w->table);
@@ -487,17 +602,23 @@ static int grow_table(Walk *w) {
 }
 
 static Py_ssize_t group_of(Walk *w, const Value v[4]) {
-    uint64_t h = 14695981039346656037ULL;
-    for (int i = 0; i < 4; i++) h = hash_value(h, &v[i]);
+    Sip sip;
+    sip_init(&sip);
+    for (int i = 0; i < 4; i++) hash_value(&sip, &v[i]);
+    uint64_t h = sip_final(&sip);
     if ((w->n_groups + 1) * 2 > w->table_size && grow_table(w) < 0) return -2;
-    Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1));
+    Py_ssize_t i = (Py_ssize_t)((size_t)h & (size_t)(w->table_size - 1)), probes = 0;
     while (w->table[i] != -1) {
         Group *g = &w->groups[w->table[i]];
         if (g->hash == h && value_eq(&g->v[0], &v[0]) && value_eq(&g->v[1], &v[1]) &&
             value_eq(&g->v[2], &v[2]) && value_eq(&g->v[3], &v[3]))
-            return w->table[i];
+            break;
+        if (++probes > PROBE_LIMIT) return bail("hash probe run too long"), -2;
         i = (i + 1) & (w->table_size - 1);
     }
+    t_probes += probes;
+    if (probes > t_longest) t_longest = probes;
+    if (w->table[i] != -1) return w->table[i];
     if (w->n_groups == w->cap_groups) {
         Py_ssize_t cap = w->cap_groups ? w->cap_groups * 2 : 16;
         Group *gs = PyMem_RawRealloc(w->groups, (size_t)cap * sizeof(Group));
@@ -515,14 +636,105 @@ static Py_ssize_t group_of(Walk *w, const Value v[4]) {
 
 static const uint8_t ZERO[16];
 
+/* Whether a Span.Event's payload is named provider.result: 1 yes, 0 no, -1 when its name
+ * field is repeated (the runtime keeps the last one; the walker leaves that to it). */
+static int event_kind(const uint8_t *p, const uint8_t *end) {
+    static const char RESULT[] = "provider.result";
+    int names = 0, result = 0;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == 2) {
+            names++;
+            result = wt == WT_LEN && key_is(pl, n, (const uint8_t *)RESULT, sizeof RESULT - 1);
+        }
+        p = next;
+    }
+    return names > 1 ? -1 : result;
+}
+
+/* Records one provider.result event of the span being scanned (field from field_start to
+ * next, payload pl..pl+n): its input attributes and its stale output attributes. */
+static int add_event(Walk *w, SpanInfo *s, const uint8_t *field_start, const uint8_t *pl,
+                     Py_ssize_t n, const uint8_t *next) {
+    if (w->n_events == w->cap_events) {
+        Py_ssize_t cap = w->cap_events ? w->cap_events * 2 : 64;
+        EventInfo *es = PyMem_RawRealloc(w->events, (size_t)cap * sizeof(EventInfo));
+        if (es == NULL) return nomem();
+        w->events = es;
+        w->cap_events = cap;
+    }
+    EventInfo x;
+    memset(&x, 0, sizeof(x));
+    x.field_len = next - field_start;
+    const uint8_t *t = field_start;
+    uint64_t tag;
+    if (read_varint(&t, pl, &tag) < 0) return -1;
+    x.tag_len = t - field_start; /* the tag's own length: the length after it may be padded */
+    x.len = n;
+    x.key = -1;
+    const uint8_t *p = pl, *end = pl + n;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *q, *after;
+        Py_ssize_t m;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &q, &m, &after, &u) < 0) return -1;
+        if (f == 3) {
+            if (wt != WT_LEN) return bail("Event field with an unexpected wire type");
+            Value val;
+            int slot = read_keyvalue(w, q, q + m, &val);
+            if (slot == -2) return -1;
+            if (slot >= 0 && slot < 4) {
+                x.v[slot] = val; /* the last attribute of a key wins, as in the message path */
+                if (slot == 1) x.have_code = 1;
+            } else if (slot == 4) {
+                x.stale += after - p;
+            }
+        }
+        p = after;
+    }
+    w->events[w->n_events++] = x;
+    s->ev_n++;
+    return 0;
+}
+
+/* Whether one of the span's provider.result events carries exactly the span's own provider
+ * values (it fell in the span's group g): the span then summarises that result, which the
+ * event counts, so the span is enriched but not counted (enrich.result_identity). */
+static int summarises(const Walk *w, const SpanInfo *s, Py_ssize_t g) {
+    for (Py_ssize_t i = s->ev_first; i < s->ev_first + s->ev_n; i++)
+        if (w->events[i].key == g) return 1;
+    return 0;
+}
+
+/* Groups the events of a valid span by their code, as spans are grouped. */
+static int group_events(Walk *w, const SpanInfo *s) {
+    for (Py_ssize_t i = s->ev_first; i < s->ev_first + s->ev_n; i++) {
+        EventInfo *x = &w->events[i];
+        if (!x->have_code) continue;
+        Py_ssize_t g = group_of(w, x->v);
+        if (g == -2) return -1;
+        w->groups[g].count++;
+        x->key = g;
+    }
+    return 0;
+}
+
 static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
-    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1};
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 1, 0, 0};
     Value v[4];
     int have[4] = {0, 0, 0, 0};
     const uint8_t *tid = NULL, *sid = NULL;
     Py_ssize_t tn = 0, sn = 0;
     int n_tid = 0, n_sid = 0, n_status = 0;
     memset(v, 0, sizeof(v));
+    s.ev_first = w->n_events;
     while (p < end) {
         uint32_t f;
         int wt;
@@ -557,15 +769,20 @@ static int scan_span(Walk *w, const uint8_t *p, const uint8_t *end) {
             } else if (slot == 4) {
                 s.stale += next - field_start;
             }
+        } else if (f == 11 && wt == WT_LEN) {
+            int kind = event_kind(pl, pl + n);
+            if (kind < 0) return bail("Span.Event with its name repeated");
+            if (kind == 1 && add_event(w, &s, field_start, pl, n, next) < 0) return -1;
         }
         p = next;
     }
     if (n_tid > 1 || n_sid > 1) return bail("Span id repeated");
     s.bad = tn != 16 || sn != 8 || memcmp(tid, ZERO, 16) == 0 || memcmp(sid, ZERO, 8) == 0;
+    if (!s.bad && group_events(w, &s) < 0) return -1;
     if (!s.bad && have[1]) {
         Py_ssize_t g = group_of(w, v);
         if (g == -2) return -1;
-        w->groups[g].count++;
+        if (!summarises(w, &s, g)) w->groups[g].count++;
         s.key = g;
     }
     if (w->n_spans == w->cap_spans) {
@@ -608,6 +825,78 @@ static int scan_resource(Walk *w, const uint8_t *p, const uint8_t *end) {
     return scan_level(w, p, end, 2, scan_scope);
 }
 
+/* -- log records (enrich_logs) -------------------------------------------------------------
+ *
+ * ExportLogsServiceRequest.resource_logs (1) -> ResourceLogs.scope_logs (2) ->
+ * ScopeLogs.log_records (2): the same field numbers as for traces, so the writing below
+ * serves both. A LogRecord's attributes are field 6; its trace_id (9) and span_id (10) are
+ * optional, but when set they must be 16 and 8 bytes (else the record is rejected, as the
+ * message path does). A record has no status: it never gets the error blob.
+ */
+static int scan_log(Walk *w, const uint8_t *p, const uint8_t *end) {
+    SpanInfo s = {p - w->base, end - p, 0, -1, 0, 0, 0, 0};
+    Value v[4];
+    int have[4] = {0, 0, 0, 0};
+    Py_ssize_t tn = 0, sn = 0;
+    int n_tid = 0, n_sid = 0;
+    memset(v, 0, sizeof(v));
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        const uint8_t *field_start = p;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0) return -1;
+        if (f == 6 || f == 9 || f == 10) {
+            if (wt != WT_LEN) return bail("LogRecord field with an unexpected wire type");
+        }
+        if (f == 9) {
+            tn = n;
+            n_tid++;
+        } else if (f == 10) {
+            sn = n;
+            n_sid++;
+        } else if (f == 6) {
+            Value val;
+            int slot = read_keyvalue(w, pl, pl + n, &val);
+            if (slot == -2) return -1;
+            if (slot >= 0 && slot < 4) {
+                v[slot] = val; /* the last attribute of a key wins, as in the message path */
+                have[slot] = 1;
+            } else if (slot == 4) {
+                s.stale += next - field_start;
+            }
+        }
+        p = next;
+    }
+    if (n_tid > 1 || n_sid > 1) return bail("LogRecord id repeated");
+    s.bad = (tn != 0 && tn != 16) || (sn != 0 && sn != 8);
+    if (!s.bad && have[1]) {
+        Py_ssize_t g = group_of(w, v);
+        if (g == -2) return -1;
+        w->groups[g].count++;
+        s.key = g;
+    }
+    if (w->n_spans == w->cap_spans) {
+        Py_ssize_t cap = w->cap_spans ? w->cap_spans * 2 : 256;
+        SpanInfo *ss = PyMem_RawRealloc(w->spans, (size_t)cap * sizeof(SpanInfo));
+        if (ss == NULL) return nomem();
+        w->spans = ss;
+        w->cap_spans = cap;
+    }
+    w->spans[w->n_spans++] = s;
+    return 0;
+}
+
+static int scan_scope_logs(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_log);
+}
+
+static int scan_resource_logs(Walk *w, const uint8_t *p, const uint8_t *end) {
+    return scan_level(w, p, end, 2, scan_scope_logs);
+}
+
 /* -- writing ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -615,7 +904,25 @@ typedef struct {
     PyObject **eblob; /* per group: bytes or NULL (not an error) */
     Py_ssize_t next_span;
     uint8_t *out;
+    PyObject **evblob; /* per group: the blob as Span.Event attributes, or NULL */
+    uint8_t *limit; /* end of the output buffer: no write goes past it */
+    int overflow;   /* a write did not fit (the measured size was wrong): nothing written */
 } Emit;
+
+/* Appends n bytes if they fit before e->limit; otherwise only records the overflow. */
+static void put(Emit *e, const void *src, Py_ssize_t n) {
+    if (e->overflow || n > e->limit - e->out) {
+        e->overflow = 1;
+        return;
+    }
+    memcpy(e->out, src, (size_t)n);
+    e->out += n;
+}
+
+static void put_varint(Emit *e, uint64_t v) {
+    uint8_t b[10];
+    put(e, b, write_varint(b, v) - b);
+}
 
 static PyObject *span_blob(Walk *w, Emit *e, const SpanInfo *s) {
     (void)w;
@@ -624,11 +931,106 @@ static PyObject *span_blob(Walk *w, Emit *e, const SpanInfo *s) {
     return e->blob[s->key];
 }
 
+static PyObject *event_blob(const Emit *e, const EventInfo *x) {
+    return x->key < 0 || e->evblob == NULL ? NULL : e->evblob[x->key];
+}
+
+/* How many bytes the span's enriched events add; *any: whether any event is enriched. */
+static Py_ssize_t events_growth(const Walk *w, const Emit *e, const SpanInfo *s, int *any) {
+    Py_ssize_t grow = 0;
+    *any = 0;
+    for (Py_ssize_t i = s->ev_first; i < s->ev_first + s->ev_n; i++) {
+        const EventInfo *x = &w->events[i];
+        PyObject *eb = event_blob(e, x);
+        if (eb == NULL) continue;
+        Py_ssize_t len = x->len - x->stale + PyBytes_GET_SIZE(eb);
+        grow += x->tag_len + varint_size((uint64_t)len) + len - x->field_len;
+        *any = 1;
+    }
+    return grow;
+}
+
 /* New payload size of a span; -1 when the span is dropped. */
 static Py_ssize_t span_size(Walk *w, Emit *e, const SpanInfo *s) {
     if (s->bad) return -1;
     PyObject *b = span_blob(w, e, s);
-    return b == NULL ? s->len : s->len - s->stale + PyBytes_GET_SIZE(b);
+    int any;
+    Py_ssize_t grow = s->ev_n ? events_growth(w, e, s, &any) : 0;
+    return (b == NULL ? s->len : s->len - s->stale + PyBytes_GET_SIZE(b)) + grow;
+}
+
+/* Writes a span some of whose provider.result events are enriched: those events rewritten
+ * (stale output attributes removed, the event blob appended), the span's own stale output
+ * attributes removed when it is enriched itself (b), and b appended. */
+static void emit_span_events(Walk *w, Emit *e, const SpanInfo *s, PyObject *b) {
+    const uint8_t *p = w->base + s->start, *end = p + s->len;
+    Py_ssize_t ev = s->ev_first;
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        Value val;
+        const uint8_t *field_start = p;
+        read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
+        p = next;
+        if (f == 9 && b != NULL && s->stale && read_keyvalue(w, pl, pl + n, &val) == 4)
+            continue;
+        if (f == 11 && wt == WT_LEN && event_kind(pl, pl + n) == 1) {
+            const EventInfo *x = &w->events[ev++];
+            PyObject *eb = event_blob(e, x);
+            if (eb != NULL) {
+                Py_ssize_t len = x->len - x->stale + PyBytes_GET_SIZE(eb);
+                put(e, field_start, x->tag_len);
+                put_varint(e, (uint64_t)len);
+                const uint8_t *q = pl, *qend = pl + n;
+                while (q < qend) {
+                    uint32_t g;
+                    int gwt;
+                    const uint8_t *gpl, *gnext;
+                    Py_ssize_t gn;
+                    uint64_t gu;
+                    read_field(q, qend, &g, &gwt, &gpl, &gn, &gnext, &gu);
+                    if (!(g == 3 && x->stale && read_keyvalue(w, gpl, gpl + gn, &val) == 4))
+                        put(e, q, gnext - q);
+                    q = gnext;
+                }
+                put(e, PyBytes_AS_STRING(eb), PyBytes_GET_SIZE(eb));
+                continue;
+            }
+        }
+        put(e, field_start, next - field_start);
+    }
+    if (b != NULL) put(e, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+/* The span blob's attributes (Span field 9) as Span.Event attributes (field 3). */
+static PyObject *event_attributes(PyObject *blob) {
+    const uint8_t *p = (const uint8_t *)PyBytes_AS_STRING(blob);
+    const uint8_t *end = p + PyBytes_GET_SIZE(blob);
+    PyObject *out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(blob));
+    if (out == NULL) return NULL;
+    uint8_t *o = (uint8_t *)PyBytes_AS_STRING(out);
+    while (p < end) {
+        uint32_t f;
+        int wt;
+        const uint8_t *pl, *next;
+        Py_ssize_t n;
+        uint64_t u;
+        if (read_field(p, end, &f, &wt, &pl, &n, &next, &u) < 0 || f != 9 || wt != WT_LEN) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_TypeError, "resolve's blob must hold Span attributes only");
+            return NULL;
+        }
+        *o++ = (3 << 3) | WT_LEN; /* a one-byte tag, as field 9's is: the size stays */
+        o = write_varint(o, (uint64_t)n);
+        memcpy(o, pl, (size_t)n);
+        o += n;
+        p = next;
+    }
+    if (_PyBytes_Resize(&out, o - (uint8_t *)PyBytes_AS_STRING(out)) < 0) return NULL;
+    return out;
 }
 
 /* Sizes are computed by the same walk as the writing, in "measure" mode (out == NULL). */
@@ -639,14 +1041,18 @@ static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
     const uint8_t *p = w->base + s->start, *end = p + s->len;
     PyObject *b = span_blob(w, e, s);
     if (e->out == NULL) return span_size(w, e, s);
+    int any = 0;
+    if (s->ev_n) events_growth(w, e, s, &any);
+    if (any) {
+        emit_span_events(w, e, s, b);
+        return span_size(w, e, s);
+    }
     if (b == NULL) {
-        memcpy(e->out, p, (size_t)s->len);
-        e->out += s->len;
+        put(e, p, s->len);
         return s->len;
     }
     if (s->stale == 0) {
-        memcpy(e->out, p, (size_t)s->len);
-        e->out += s->len;
+        put(e, p, s->len);
     } else {
         while (p < end) {
             uint32_t f;
@@ -656,15 +1062,12 @@ static Py_ssize_t emit_span(Walk *w, Emit *e, const SpanInfo *s) {
             uint64_t u;
             Value val;
             read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
-            if (!(f == 9 && read_keyvalue(w, pl, pl + n, &val) == 4)) {
-                memcpy(e->out, p, (size_t)(next - p));
-                e->out += next - p;
-            }
+            uint32_t attrs = w->attr_field ? w->attr_field : 9;
+            if (!(f == attrs && read_keyvalue(w, pl, pl + n, &val) == 4)) put(e, p, next - p);
             p = next;
         }
     }
-    memcpy(e->out, PyBytes_AS_STRING(b), (size_t)PyBytes_GET_SIZE(b));
-    e->out += PyBytes_GET_SIZE(b);
+    put(e, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
     return span_size(w, e, s);
 }
 
@@ -682,10 +1085,7 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
         const uint8_t *field_start = p;
         read_field(p, end, &f, &wt, &pl, &n, &next, &u); /* validated by the scan */
         if (f != child) {
-            if (e->out != NULL) {
-                memcpy(e->out, field_start, (size_t)(next - field_start));
-                e->out += next - field_start;
-            }
+            if (e->out != NULL) put(e, field_start, next - field_start);
             total += next - field_start;
         } else {
             Py_ssize_t size;
@@ -703,8 +1103,8 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
                     continue;
                 }
                 if (e->out != NULL) {
-                    memcpy(e->out, field_start, (size_t)tag_len);
-                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    put(e, field_start, tag_len);
+                    put_varint(e, (uint64_t)size);
                     emit_span(w, e, s);
                 }
             } else {
@@ -714,8 +1114,8 @@ static Py_ssize_t emit_level(Walk *w, Emit *e, const uint8_t *p, const uint8_t *
                 e->out = saved;
                 if (e->out != NULL) {
                     e->next_span = first;
-                    memcpy(e->out, field_start, (size_t)tag_len);
-                    e->out = write_varint(e->out + tag_len, (uint64_t)size);
+                    put(e, field_start, tag_len);
+                    put_varint(e, (uint64_t)size);
                     emit_level(w, e, pl, pl + n, depth + 1);
                 }
             }
@@ -761,7 +1161,8 @@ static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_s
     Py_ssize_t n = PySequence_Fast_GET_SIZE(fast);
     if ((want >= 0 && n != want) || n > 64) {
         Py_DECREF(fast);
-        return bail("wrong number of keys");
+        PyErr_SetString(PyExc_ValueError, "wrong number of keys");
+        return -1;
     }
     *keys = PyMem_Malloc((size_t)(n + 1) * sizeof(uint8_t *));
     *lens = PyMem_Malloc((size_t)(n + 1) * sizeof(Py_ssize_t));
@@ -784,8 +1185,14 @@ static int keys_from(PyObject *seq, Py_ssize_t want, const uint8_t ***keys, Py_s
     return 0;
 }
 
+/* Set by enrich_logs for the one enrich_traces call it makes: the schema index of
+ * ExportLogsServiceRequest (0: a trace request). Read once, at the start of that call. */
+static _Thread_local Py_ssize_t t_logs_root;
+
 static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     (void)self;
+    Py_ssize_t logs_root = t_logs_root;
+    t_logs_root = 0;
     /* bytes only: the walk runs without the GIL and reads the buffer twice, so it must not
      * be able to change in between (a bytearray could). */
     PyObject *data, *resolve, *in_seq, *out_seq, *result = NULL;
@@ -796,7 +1203,7 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     Walk w;
     memset(&w, 0, sizeof(w));
     w.base = (const uint8_t *)PyBytes_AS_STRING(data);
-    Emit e = {NULL, NULL, 0, NULL};
+    Emit e = {NULL, NULL, 0, NULL, NULL, NULL, 0};
     const uint8_t **in_keys = NULL;
     Py_ssize_t *in_lens = NULL, n_in = 0;
     if (keys_from(in_seq, 4, &in_keys, &in_lens, &n_in) < 0) goto done;
@@ -813,8 +1220,12 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     t_err = NULL;
     t_nomem = 0;
-    rc = validate(start, end, 0, 0);
-    if (rc == 0) rc = scan_level(&w, start, end, 1, scan_resource);
+    w.attr_field = logs_root ? 6 : 0;
+    t_probes = t_longest = 0;
+    rc = validate(start, end, logs_root, 0);
+    if (rc == 0)
+        rc = scan_level(&w, start, end, 1, logs_root ? scan_resource_logs : scan_resource);
+    t_groups = w.n_groups;
     Py_END_ALLOW_THREADS
     if (rc < 0) {
         raise_walk_error();
@@ -877,6 +1288,19 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
     }
     for (Py_ssize_t g = 0; g < w.n_groups * 4; g++) Py_XDECREF(vals[g]);
     PyMem_Free(vals);
+    if (ok && w.n_events > 0) { /* the blobs as event attributes, for groups events use */
+        e.evblob = PyMem_Calloc((size_t)w.n_groups + 1, sizeof(PyObject *));
+        if (e.evblob == NULL) {
+            PyErr_NoMemory();
+            ok = 0;
+        }
+        for (Py_ssize_t i = 0; i < w.n_events && ok; i++) {
+            Py_ssize_t g = w.events[i].key;
+            if (g < 0 || e.blob[g] == NULL || e.evblob[g] != NULL) continue;
+            e.evblob[g] = event_attributes(e.blob[g]);
+            if (e.evblob[g] == NULL) ok = 0;
+        }
+    }
     if (!ok) goto done;
 
     PyObject *out = Py_None;
@@ -888,12 +1312,13 @@ static PyObject *enrich_traces(PyObject *self, PyObject *args) {
         out = PyBytes_FromStringAndSize(NULL, size);
         if (out == NULL) goto done;
         e.out = (uint8_t *)PyBytes_AS_STRING(out);
+        e.limit = e.out + size; /* every write is checked against it, before it is made */
         e.next_span = 0;
         uint8_t *first = e.out;
         Py_BEGIN_ALLOW_THREADS
         emit_level(&w, &e, start, end, 0);
         Py_END_ALLOW_THREADS
-        if (e.out - first != size) {
+        if (e.overflow || e.out - first != size) {
             Py_DECREF(out);
             PyErr_SetString(PyExc_SystemError, "codebook wire: size mismatch");
             goto done;
@@ -908,6 +1333,9 @@ done:
         for (Py_ssize_t g = 0; g < w.n_groups; g++) Py_XDECREF(e.blob[g]);
     if (e.eblob != NULL)
         for (Py_ssize_t g = 0; g < w.n_groups; g++) Py_XDECREF(e.eblob[g]);
+    if (e.evblob != NULL)
+        for (Py_ssize_t g = 0; g < w.n_groups; g++) Py_XDECREF(e.evblob[g]);
+    PyMem_Free(e.evblob);
     PyMem_Free(e.blob);
     PyMem_Free(e.eblob);
     PyMem_Free(in_keys);
@@ -917,10 +1345,37 @@ done:
     PyMem_RawFree(w.spans);
     PyMem_RawFree(w.groups);
     PyMem_RawFree(w.table);
+    PyMem_RawFree(w.events);
     Py_DECREF(data);
     Py_DECREF(in_seq);
     Py_DECREF(out_seq);
     return result;
+}
+
+/* enrich_logs(buf, resolve, input_keys, output_keys, logs_root): enrich_traces for a
+ * serialized ExportLogsServiceRequest, validated against schema message logs_root. */
+static PyObject *enrich_logs(PyObject *self, PyObject *args) {
+    PyObject *data, *resolve, *in_seq, *out_seq;
+    Py_ssize_t root;
+    if (!PyArg_ParseTuple(args, "SOOOn", &data, &resolve, &in_seq, &out_seq, &root)) return NULL;
+    if (g_schema == NULL || root <= 0 || root >= g_n_msgs) {
+        PyErr_SetString(PyExc_ValueError, "logs_root names no message of the schema");
+        return NULL;
+    }
+    PyObject *rest = PyTuple_Pack(4, data, resolve, in_seq, out_seq);
+    if (rest == NULL) return NULL;
+    t_logs_root = root;
+    PyObject *r = enrich_traces(self, rest);
+    t_logs_root = 0;
+    Py_DECREF(rest);
+    return r;
+}
+
+static PyObject *walk_stats(PyObject *self, PyObject *unused) {
+    (void)self;
+    (void)unused;
+    return Py_BuildValue("{s:n,s:n,s:n,s:n}", "groups", t_groups, "probes", t_probes,
+                         "longest_probe", t_longest, "probe_limit", (Py_ssize_t)PROBE_LIMIT);
 }
 
 static PyMethodDef methods[] = {
@@ -931,6 +1386,12 @@ static PyMethodDef methods[] = {
     {"enrich_traces", enrich_traces, METH_VARARGS,
      "enrich_traces(buf, resolve, input_keys, output_keys) -> (bytes | None, accepted, "
      "rejected): enrich a serialized ExportTraceServiceRequest (see the module source)."},
+    {"enrich_logs", enrich_logs, METH_VARARGS,
+     "enrich_logs(buf, resolve, input_keys, output_keys, logs_root) -> (bytes | None, "
+     "accepted, rejected): the same for a serialized ExportLogsServiceRequest."},
+    {"walk_stats", walk_stats, METH_NOARGS,
+     "walk_stats() -> {groups, probes, longest_probe, probe_limit}: the grouping table's work "
+     "in this thread's last enrich_traces walk (a walk past probe_limit bails)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -945,5 +1406,17 @@ PyMODINIT_FUNC PyInit__wire(void) {
         PyErr_SetString(PyExc_ImportError, "codebook wire fast path needs a little-endian host");
         return NULL;
     }
+    PyObject *os = PyImport_ImportModule("os");
+    PyObject *key = os == NULL ? NULL : PyObject_CallMethod(os, "urandom", "i", 16);
+    Py_XDECREF(os);
+    if (key == NULL) return NULL;
+    if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 16) {
+        Py_DECREF(key);
+        PyErr_SetString(PyExc_ImportError, "os.urandom(16) did not give 16 bytes");
+        return NULL;
+    }
+    memcpy(&g_k0, PyBytes_AS_STRING(key), 8);
+    memcpy(&g_k1, PyBytes_AS_STRING(key) + 8, 8);
+    Py_DECREF(key);
     return PyModule_Create(&module);
 }

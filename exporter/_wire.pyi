@@ -10,3 +10,12 @@ def enrich_traces(
     output_keys: Sequence[bytes],
     /,
 ) -> tuple[bytes | None, int, int]: ...
+def enrich_logs(
+    buf: bytes,
+    resolve: Callable[[object, object, object, object, int], tuple[bytes, bytes | None] | None],
+    input_keys: Sequence[bytes],
+    output_keys: Sequence[bytes],
+    logs_root: int,
+    /,
+) -> tuple[bytes | None, int, int]: ...
+def walk_stats() -> dict[str, int]: ...

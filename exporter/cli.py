@@ -3,26 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .codebook import builtin_mappings_dir, load_codebook
+from . import __version__
+from .codebook import Codebook, builtin_mappings_dir, load_codebook
 from .loader import MappingError, load_tables
+
+
+class _Failure(Exception):
+    """A command's error: printed as text on stderr, or as JSON on stdout with ``--json``."""
+
+    def __init__(self, status: int, message: str, **detail: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+def _source(book: Codebook, name: str) -> str:
+    """The canonical id ``name`` names, case-insensitively; else a "did you mean" failure."""
+    exact = book.canonical_source(name)
+    if exact is not None:
+        return exact
+    names = {n: book.canonical_source(n) or n for s in book.sources
+             for n in (s, *book.tables[s].aliases)}
+    folded = {n.casefold(): src for n, src in names.items()}
+    key = name.strip().casefold()
+    if key in folded:
+        return folded[key]
+    close = difflib.get_close_matches(key, list(folded), n=3, cutoff=0.75)
+    close += sorted(n for n in folded if n.startswith(key + ".") and n not in close)
+    suggestions = list(dict.fromkeys(folded[n] for n in close))[:3]  # closest first
+    hint = f" (did you mean {' or '.join(repr(c) for c in suggestions)}?)" if suggestions else ""
+    raise _Failure(
+        2,
+        f"unknown source {name!r}{hint}; `codebook list` shows every source",
+        source=name,
+        did_you_mean=suggestions,
+    )
 
 
 def _lookup(args: argparse.Namespace) -> int:
     book = load_codebook(args.mappings)
-    if book.canonical_source(args.source) is None:
-        print(
-            f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
-            file=sys.stderr,
-        )
-        return 2
-    res = book.resolve(args.source, args.code, args.subcode, args.message)
+    source = _source(book, args.source)
+    res = book.resolve(source, args.code, args.subcode, args.message)
     out = {
-        "source": book.canonical_source(args.source),
+        "source": source,
         "code": args.code,
         "subcode": args.subcode,
         "message": args.message,
@@ -55,27 +85,49 @@ def _lookup(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    paths: list[str | Path] = list(args.paths) or [builtin_mappings_dir()]
+    paths: list[str | Path] = list(args.paths)
     missing = [p for p in paths if not Path(p).exists()]
-    for p in missing:
-        print(f"{p}:1: (file): no such file or directory", file=sys.stderr)
+    present = [p for p in paths if p not in missing]
+    builtin = args.builtin or not paths
+    if builtin:
+        # The built-in folder itself (an editable install's mappings/) is the built-in layer,
+        # not an overlay on it.
+        own = builtin_mappings_dir().resolve()
+        present = [p for p in present if own not in (Path(p).resolve(), Path(p).resolve().parent)]
+    # The same layers loading uses: the built-ins, then each path overlaid in turn.
+    layers: list[list[str | Path]] = [[builtin_mappings_dir()]] if builtin else []
+    layers += [[p] for p in present] if builtin else [present]
+    problems = [f"{p}:1: (file): no such file or directory" for p in missing]
+    tables = []
     try:
-        tables = load_tables([[p for p in paths if p not in missing]])
+        tables = load_tables(layers)
+        Codebook(tables)
     except MappingError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        print(f"codebook: {len(exc.problems) + len(missing)} problem(s)", file=sys.stderr)
-        return 1
-    if missing:
-        return 1
+        problems += exc.problems
+    if problems:
+        raise _Failure(1, f"{len(problems)} problem(s)", problems=problems)
     entries = sum(len(t.entries) for t in tables)
-    print(f"ok: {len(tables)} source(s), {entries} entries")
+    with_builtin = " with the built-in mappings" if builtin and paths else ""
+    summary = f"ok: {len(tables)} source(s), {entries} entries{with_builtin}"
+    if args.json:
+        print(json.dumps({"ok": True, "sources": len(tables), "entries": entries,
+                          "builtin": builtin, "problems": []}, indent=2))
+    else:
+        print(summary)
     return 0
 
 
 def _list(args: argparse.Namespace) -> int:
     book = load_codebook(args.mappings)
     if args.source is None:
+        tables = [book.tables[s] for s in book.sources]
+        if args.json:
+            print(json.dumps([
+                {"source": t.source, "version": t.version, "entries": len(t.entries),
+                 "classes": len(t.classes), "aliases": list(t.aliases), "title": t.title}
+                for t in tables
+            ], ensure_ascii=False, indent=2))
+            return 0
         rows: list[tuple[str, ...]] = [
             (
                 t.source,
@@ -85,17 +137,20 @@ def _list(args: argparse.Namespace) -> int:
                 ",".join(t.aliases),
                 t.title,
             )
-            for t in (book.tables[s] for s in book.sources)
+            for t in tables
         ]
         _table(("SOURCE", "VERSION", "ENTRIES", "CLASSES", "ALIASES", "TITLE"), rows)
         return 0
-    src = book.canonical_source(args.source)
-    if src is None:
-        print(
-            f"codebook: unknown source {args.source!r}; known: {', '.join(book.sources)}",
-            file=sys.stderr,
-        )
-        return 2
+    src = _source(book, args.source)
+    if args.json:
+        print(json.dumps([
+            {"code": r.code, "pattern": r.pattern, "subcode": r.subcode,
+             "message": r.message_text, "name": r.name, "category": str(r.category),
+             "severity": str(r.severity), "retryable": str(r.retryable), "owner": str(r.owner),
+             "description": r.description, "mapping": f"{r.file}:{r.line}"}
+            for r in book.rules(src)
+        ], ensure_ascii=False, indent=2))
+        return 0
     rows = [
         (
             r.pattern or r.code,
@@ -135,7 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codebook",
         description="Classify messaging-provider status codes for OpenTelemetry and Prometheus.",
     )
+    parser.add_argument("--version", action="version", version=f"codebook {__version__}")
     sub = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def json_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--json", action="store_true", help="print JSON on stdout (errors too)"
+        )
 
     def mappings_opt(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -155,17 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("code", metavar="CODE", help="the provider code, e.g. 1")
     p.add_argument("--subcode", help="ACS subcode")
     p.add_argument("--message", help="Braze error message")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    json_opt(p)
     mappings_opt(p)
     p.set_defaults(func=_lookup)
 
     p = sub.add_parser(
         "validate",
         help="validate mapping files",
-        description="Validate mapping files (default: the built-in ones). Prints "
+        description="Validate mapping files as they load: each PATH overlaid on the built-in "
+        "mappings (no PATH: the built-in ones alone), so ok means the files load. Prints "
         "every problem as file:line: key: message; exits 1 on any.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="mapping files or folders")
+    p.add_argument(
+        "--no-builtin",
+        dest="builtin",
+        action="store_false",
+        help="check the files alone, without the built-in mappings",
+    )
+    json_opt(p)
     p.set_defaults(func=_validate)
 
     p = sub.add_parser(
@@ -174,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="List the loaded sources, or every code of one source.",
     )
     p.add_argument("source", nargs="?", metavar="SOURCE")
+    json_opt(p)
     mappings_opt(p)
     p.set_defaults(func=_list)
 
@@ -195,8 +265,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except MappingError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
-        return 1
+        return _fail(args, _Failure(1, f"{len(exc.problems)} problem(s)",
+                                    problems=list(exc.problems)))
+    except _Failure as failure:
+        return _fail(args, failure)
     except BrokenPipeError:  # `codebook list | head`
         return 0
+
+
+def _fail(args: argparse.Namespace, failure: _Failure) -> int:
+    """Report ``failure``: one JSON object on stdout with ``--json``, else text on stderr."""
+    if getattr(args, "json", False):
+        print(json.dumps({"error": failure.message, **failure.detail}, ensure_ascii=False,
+                         indent=2))
+        return failure.status
+    problems = failure.detail.get("problems")
+    for problem in problems if isinstance(problems, list) else ():
+        print(problem, file=sys.stderr)
+    print(f"codebook: {failure.message}", file=sys.stderr)
+    return failure.status

@@ -1,4 +1,4 @@
-"""Resolving a provider code: the immutable Codebook and its fallback ladder (TAXONOMY.md §1)."""
+"""Resolving a provider code: the immutable Codebook and its fallback ladder (taxonomy §1)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ ATTR_RETRYABLE = "provider.retryable"
 ATTR_OWNER = "provider.owner"
 ATTR_MATCH = "provider.match"
 ATTR_ERROR_TYPE = "error.type"
+# The name of a span event that carries one provider result (one per recipient, say).
+EVENT_RESULT = "provider.result"
+
+# The subcode that means "no specific subcode" in the ACS tables (docs/taxonomy.md §1).
+NO_SUBCODE = "0"
 
 # Distinct raw inputs remembered per Codebook before the fallback cache starts over.
 DEFAULT_CACHE_SIZE = 4096
@@ -144,9 +149,11 @@ class Codebook:
         self._names: dict[str, str] = {}
         self._exact: dict[tuple[str, str, str, str], Resolution] = {}
         self._subcode: dict[tuple[str, str], Resolution] = {}
+        self._name_codes: dict[tuple[str, str], str] = {}
         self._classes: dict[str, tuple[_ClassRule, ...]] = {}
         self._cache_size = max(cache_size, 0)
         subcode_seen: dict[tuple[str, str], list[Rule]] = {}
+        name_seen: dict[tuple[str, str], set[str]] = {}
         for table in tables:
             src = table.source
             self.tables[src] = table
@@ -155,8 +162,10 @@ class Codebook:
             for rule in table.entries:
                 res = _make(src, Match.EXACT, rule)
                 self._exact[(src, *rule.key)] = res
-                if rule.subcode:
+                if rule.subcode and rule.subcode != NO_SUBCODE:
                     subcode_seen.setdefault((src, rule.subcode), []).append(rule)
+                if rule.name and rule.code:
+                    name_seen.setdefault((src, rule.name), set()).add(rule.code)
             self._classes[src] = tuple(
                 _ClassRule(
                     lo,
@@ -170,11 +179,18 @@ class Codebook:
             )
         for (src, sub), rules in subcode_seen.items():
             # A subcode decides alone only when the source gives it one meaning: a subcode-only
-            # entry, or the single entry that carries it (TAXONOMY.md §1).
+            # entry, or the single entry that carries it (docs/taxonomy.md §1).
             alone = [r for r in rules if not r.code]
             chosen = alone[0] if alone else (rules[0] if len(rules) == 1 else None)
             if chosen is not None:
                 self._subcode[(src, sub)] = self._exact[(src, *chosen.key)]
+        codes_of = {(src, code) for src, code, _sub, _msg in self._exact}
+        for (src, name), named in name_seen.items():
+            # A provider name stands for its code when it names one code of the source and is
+            # not itself a code there (docs/taxonomy.md §1): APNs BadDeviceToken is 2009.
+            key = normalize_code(name)
+            if len(named) == 1 and key and (src, key) not in codes_of:
+                self._name_codes[(src, key)] = next(iter(named))
         self._unknown_source = _make(None, Match.UNMAPPED, None)
         self._unmapped = {src: _make(src, Match.UNMAPPED, None) for src in self.tables}
         self._base_cache = self._seed_cache()
@@ -234,9 +250,12 @@ class Codebook:
         if src is None:
             return self._unknown_source
         c = normalize_code(code) or ""
+        c = self._name_codes.get((src, c), c)
         sub = normalize_code(subcode) or ""
         exact = self._exact
         if sub:
+            # Subcode 0 means "no specific subcode": it matches only its own (code, 0) pair,
+            # never alone (docs/taxonomy.md §1); such a code resolves by the code below.
             hit = exact.get((src, c, sub, "")) or self._subcode.get((src, sub))
             if hit is not None:
                 return hit

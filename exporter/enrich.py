@@ -7,6 +7,7 @@ one :class:`Enricher`, so a code is classified and counted the same way however 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +31,24 @@ _log = logging.getLogger(__name__)
 SPAN_CACHE_SIZE = DEFAULT_CACHE_SIZE
 
 _SpanKey = tuple[object, object, object, object]
+
+
+def _exact(value: object) -> tuple[type, object]:
+    return (float, struct.pack("<d", value)) if type(value) is float else (type(value), value)
+
+
+def result_identity(attributes: Mapping[str, object]) -> tuple[tuple[type, object], ...]:
+    """The exact provider values (source, code, subcode, message) of a span or event.
+
+    Two items are the same result only when each value has the same type and value (a double
+    by its bits), as the sidecar's wire path groups them: ``"1"``, ``1``, ``1.0`` and ``True``
+    are four results. A span whose identity equals one of its own ``provider.result`` events'
+    summarises that result: it is enriched, and counted through the event only (a call with
+    several results counts each once, whatever the span repeats).
+    """
+    get = attributes.get
+    return (_exact(get(ATTR_SOURCE)), _exact(get(ATTR_CODE)), _exact(get(ATTR_SUBCODE)),
+            _exact(get(ATTR_MESSAGE)))
 # What a span with a code resolved to: its output attributes, the series it counts and the
 # lock they are counted under (CodebookMetrics.count_cells, inlined on the hot path).
 _SpanHit = tuple[Mapping[str, str], CodeCells, threading.Lock]
@@ -100,14 +119,47 @@ class Enricher:
             self._internal_error("traces")
             return None
 
+    def enrich_summary(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
+        """:meth:`enrich_span` without the count: for a span that summarises one of its own
+        ``provider.result`` events (see :func:`result_identity`), which counts it."""
+        get = attributes.get
+        return self.enrich_code(get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE),
+                                get(ATTR_MESSAGE), 0)
+
+    def enrich_log(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
+        """:meth:`enrich_span` for a log record: the same result and count, through the same
+        cache; an internal failure is counted under ``signal="logs"``."""
+        try:
+            get = attributes.get
+            key = (get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE), get(ATTR_MESSAGE))
+            spans = self._spans
+            try:
+                hit = spans[1][key]
+            except (KeyError, TypeError):
+                if key[0] is None or key[1] is None:
+                    return None
+                hit = self._span_miss(spans, key)
+            self.metrics.count_cells(hit[1])
+            return hit[0]
+        except Exception:
+            self._internal_error("logs")
+            return None
+
     def enrich_code(
-        self, source: object, code: object, subcode: object, message: object, n: int
+        self,
+        source: object,
+        code: object,
+        subcode: object,
+        message: object,
+        n: int,
+        signal: str = "traces",
     ) -> Mapping[str, str] | None:
         """Resolve one provider code carried by ``n`` spans and count them all at once.
 
         For batches grouped by code (the sidecar's wire path); the same result and counts as
         ``n`` calls of :meth:`enrich_span`, through the same cache (which ``enrich_span``
-        inlines, saving a call per span). None when source or code is missing.
+        inlines, saving a call per span). None when source or code is missing. An internal
+        failure is counted under ``signal`` (the items' signal: traces or logs).
         """
         try:
             key = (source, code, subcode, message)
@@ -121,7 +173,7 @@ class Enricher:
             self.metrics.count_cells(hit[1], n)
             return hit[0]
         except Exception:
-            self._internal_error("traces")
+            self._internal_error(signal)
             return None
 
     def _span_miss(self, spans: _SpanCache, key: _SpanKey) -> _SpanHit:

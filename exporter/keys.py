@@ -1,4 +1,4 @@
-"""Normalising codes, subcodes and messages into lookup keys (TAXONOMY.md §1).
+"""Normalising codes, subcodes and messages into lookup keys (docs/taxonomy.md §1).
 
 The same functions run when mappings load and when telemetry is resolved, so a key written
 ``5,317`` in a mapping and ``"5317"`` or ``5317`` on a span meet in one dict slot.

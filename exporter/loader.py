@@ -571,18 +571,25 @@ def _load_file(path: Path, shown: str, problems: _Problems) -> _FileResult | Non
         return None
     try:
         root = yaml.compose(text, Loader=_YamlLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        problems.items.append(f"{shown}:{line}: (file): invalid YAML: {exc.problem or exc}")
-        return None
     except yaml.YAMLError as exc:
-        problems.items.append(f"{shown}:1: (file): invalid YAML: {exc}")
+        problems.items.append(yaml_problem(shown, exc, "(file)"))
         return None
     if root is None:
         problems.items.append(f"{shown}:1: (file): the file is empty")
         return None
     return _FileChecker(shown, problems).check(root)
+
+
+def yaml_problem(file: str, exc: yaml.YAMLError, key: str) -> str:
+    """A YAML syntax error as ``file:line:col: key: invalid YAML: problem`` (1-based)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if mark is None:
+        return f"{file}:1: {key}: invalid YAML: {' '.join(str(exc).split())}"
+    what = str(getattr(exc, "problem", None) or " ".join(str(exc).split()))
+    context, cmark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and cmark is not None and cmark is not mark:
+        what += f" ({context} at {cmark.line + 1}:{cmark.column + 1})"
+    return f"{file}:{mark.line + 1}:{mark.column + 1}: {key}: invalid YAML: {what}"
 
 
 def _merge(

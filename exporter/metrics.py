@@ -134,7 +134,7 @@ class CodebookMetrics:
         self._reloads = _Family(
             "codebook_mapping_reloads_total",
             "counter",
-            "Mapping loads and reloads by outcome.",
+            "Mapping reloads by outcome (the first load is not counted).",
             ("outcome",),
         )
         self._reload_ok = _Family(

@@ -1,7 +1,9 @@
 """The span processor: tags spans that carry a provider code and counts them.
 
 The SDK freezes a span's attributes before ``on_end``, so a span with a code is forwarded
-downstream as an enriched copy; a span without one is forwarded as the same object.
+downstream as an enriched copy; a span without one is forwarded as the same object. Span
+events named ``provider.result`` that carry a code are enriched (in the copy) and counted
+once each, like spans; the span's own code, if any, counts once more.
 
 Span status: when the code means the operation did not get through (every category but
 success, pending and call_ended_normal) and the application left the status UNSET, the copy
@@ -10,9 +12,10 @@ failed operations says. A status the application set (OK or ERROR) is never chan
 
 Two implementations of ``on_end`` give the same result. When the C extension
 ``exporter._hot`` is built (``pip install .``), the instance's ``on_end`` is its
-``SpanHook``. It handles a span without a code, and a code already in the enricher's span
-cache, without a Python frame. Every other span goes to the Python ``on_end`` below, which is
-the reference. ``tests/test_hot.py`` checks that the two produce the same spans and counts.
+``SpanHook``. It handles a span without a code (and without ``provider.result`` events),
+and a code already in the enricher's span cache, without a Python frame. Every other span
+goes to the Python ``on_end`` below, which is the reference. ``tests/test_hot.py`` checks that
+the two produce the same spans and counts.
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ from typing import Any
 
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from .codebook import ATTR_CODE, ATTR_ERROR_TYPE, ATTR_MESSAGE, ATTR_SOURCE, ATTR_SUBCODE
-from .enrich import Enricher
+from .codebook import (
+    ATTR_CODE,
+    ATTR_ERROR_TYPE,
+    ATTR_MESSAGE,
+    ATTR_SOURCE,
+    ATTR_SUBCODE,
+    EVENT_RESULT,
+)
+from .enrich import Enricher, result_identity
 
 try:  # the C fast path of on_end (optional: built by pip install, see setup.py)
     from . import _hot
@@ -66,16 +76,23 @@ class _EnrichedSpan(ReadableSpan):
 
     _counts: tuple[int, int, int] | None = None
     _source_attributes: Any = None
+    _source_events: Any = None
 
     @property
     def dropped_attributes(self) -> int:
         if self._counts is not None:
             return self._counts[0]
-        return int(getattr(self._source_attributes, "dropped", 0))
+        source = self._source_attributes
+        # Attributes left as they were (only events enriched) keep their own count.
+        return int(getattr(self._attributes if source is None else source, "dropped", 0))
 
     @property
     def dropped_events(self) -> int:
-        return self._counts[1] if self._counts is not None else super().dropped_events
+        if self._counts is not None:
+            return self._counts[1]
+        if self._source_events is not None:  # the events were replaced by enriched ones
+            return int(getattr(self._source_events, "dropped", 0))
+        return super().dropped_events
 
     @property
     def dropped_links(self) -> int:
@@ -106,26 +123,74 @@ def _probe_fast(span: ReadableSpan, state: Mapping[str, Any]) -> bool:
     return False
 
 
+class _EnrichedEvent(Event):
+    """A ``provider.result`` event with Codebook attributes; keeps the original's dropped count."""
+
+    _dropped = 0
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped
+
+
+def enrich_events(
+    events: Sequence[Event], enricher: Enricher, results: list[object] | None = None
+) -> tuple[Event, ...] | None:
+    """``events`` with every ``provider.result`` event carrying a code enriched (and counted
+    once each), or None when there is none. Other events are kept as the same objects.
+    ``results``, when given, receives the :func:`result_identity` of each event with a code.
+
+    An enriched event gets the output attributes only: the span's status is left alone, since
+    one failed result among several (one recipient of many) need not fail the operation.
+    """
+    out: list[Event] | None = None
+    for i, event in enumerate(events):
+        if event.name != EVENT_RESULT:
+            continue
+        attrs: Any = event.attributes
+        raw: Mapping[str, Any] = attrs._dict if type(attrs) is _BOUNDED else (attrs or {})
+        if ATTR_CODE not in raw:
+            continue
+        if results is not None:
+            results.append(result_identity(raw))
+        extra = enricher.enrich_span(raw)
+        if extra is None:
+            continue
+        copy = _EnrichedEvent(event.name, {**raw, **extra}, event.timestamp)
+        copy._dropped = int(getattr(event, "dropped_attributes", 0))
+        if out is None:
+            out = list(events)
+        out[i] = copy
+    return None if out is None else tuple(out)
+
+
 def enriched_copy(
-    span: ReadableSpan, extra: Mapping[str, str], *, raw: Mapping[str, Any] | None = None
+    span: ReadableSpan,
+    extra: Mapping[str, str] | None,
+    *,
+    raw: Mapping[str, Any] | None = None,
+    events: Sequence[Event] | None = None,
 ) -> ReadableSpan:
-    """A copy of ``span`` built with the public ReadableSpan API: ``extra`` added, status set.
+    """A copy of ``span`` built with the public ReadableSpan API: ``extra`` added, status set,
+    and ``events`` (when given) in place of the span's events.
 
     ``raw`` is the span's attributes if the caller already has them (never mutated). The
     processor uses this for span classes the fast copy's probe refused.
     """
-    attributes: dict[str, Any] = {**(raw if raw is not None else span.attributes or {}), **extra}
+    attributes: dict[str, Any] = {**(raw if raw is not None else span.attributes or {})}
     status = span.status
-    error_type = extra.get(ATTR_ERROR_TYPE)
-    if error_type is not None and status.status_code is _UNSET:
-        status = _error_status(error_type)
+    if extra is not None:
+        attributes.update(extra)
+        error_type = extra.get(ATTR_ERROR_TYPE)
+        if error_type is not None and status.status_code is _UNSET:
+            status = _error_status(error_type)
     copy = _EnrichedSpan(
         name=span.name,
         context=span.context,
         parent=span.parent,
         resource=span.resource,
         attributes=attributes,
-        events=span.events,
+        events=span.events if events is None else events,
         links=span.links,
         kind=span.kind,
         status=status,
@@ -213,20 +278,27 @@ class CodebookSpanProcessor(SpanProcessor):
                 raw = attrs
             else:
                 raw = span.attributes or {}
-            if ATTR_CODE in raw:
+            # provider.result events: the SDK's span keeps them in a BoundedList (or a tuple).
+            events: Any = getattr(span, "_events", None)
+            results: list[object] | None = [] if events else None
+            new_events = enrich_events(events, self.enricher, results) if events else None
+            if ATTR_CODE not in raw:
+                extra = None
+            elif results and result_identity(raw) in results:  # the span summarises a result
+                extra = self.enricher.enrich_summary(raw)
+            else:
                 extra = self.enricher.enrich_span(raw)
-                if extra is not None:
-                    state = getattr(span, "__dict__", None)
-                    if state is not None and (
-                        type(span) in _FAST_TYPES or _probe_fast(span, state)
-                    ):
-                        # The fast copy: the span's instance state with its attributes and
-                        # status replaced (state.copy() then assignment: a third cheaper than
-                        # {**state, ...}). The original attributes are kept only when they
-                        # dropped some, for the count: a key the SDK's span lacks makes the
-                        # copy rebuild its (shared-key) table.
-                        # Tests hold it equal to enriched_copy, the public-API copy.
-                        fields = state.copy()
+            if extra is not None or new_events is not None:
+                state = getattr(span, "__dict__", None)
+                if state is not None and (type(span) in _FAST_TYPES or _probe_fast(span, state)):
+                    # The fast copy: the span's instance state with its attributes, status
+                    # and events replaced (state.copy() then assignment: a third cheaper
+                    # than {**state, ...}). The original attributes (events) are kept only
+                    # when they dropped some, for the count: a key the SDK's span lacks makes
+                    # the copy rebuild its (shared-key) table.
+                    # Tests hold it equal to enriched_copy, the public-API copy.
+                    fields = state.copy()
+                    if extra is not None:
                         fields["_attributes"] = {**raw, **extra}
                         if type(attrs) is not dict and getattr(attrs, "dropped", None):
                             fields["_source_attributes"] = attrs
@@ -237,10 +309,14 @@ class CodebookSpanProcessor(SpanProcessor):
                                 fields["_status"] = _ERROR_STATUS.get(
                                     error_type
                                 ) or _error_status(error_type)
-                        out = object.__new__(_EnrichedSpan)
-                        out.__dict__ = fields
-                    else:
-                        out = enriched_copy(span, extra, raw=raw)
+                    if new_events is not None:
+                        fields["_events"] = new_events
+                        if getattr(events, "dropped", None):
+                            fields["_source_events"] = events
+                    out = object.__new__(_EnrichedSpan)
+                    out.__dict__ = fields
+                else:
+                    out = enriched_copy(span, extra, raw=raw, events=new_events)
         except Exception:
             self._fail()
         for end in self._ends:

@@ -35,6 +35,9 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 # A route answers (status, content type, body).
 Route = Callable[[], tuple[int, str, bytes]]
 
+METRICS_PATH = "/metrics"
+_LANDING = b"Codebook exporter: metrics at /metrics\n"
+
 _REASONS = {
     200: "OK",
     401: "Unauthorized",
@@ -53,8 +56,11 @@ def make_wsgi_app(
     auth_excluded_paths: Collection[str] = (),
     headers: Sequence[tuple[str, str]] = (),
 ) -> WsgiApp:
-    """A WSGI app serving ``/metrics`` (any path not in ``routes``), for mounting anywhere.
+    """A WSGI app serving ``/metrics``, for running alone or mounting anywhere.
 
+    Paths: ``/metrics``; ``/`` answers a one-line pointer to it; mounted under a prefix
+    (``SCRIPT_NAME`` set, e.g. at ``/metrics``), the mount point itself (path ``""`` or ``/``)
+    serves the metrics. ``routes`` adds paths such as ``/healthz``; any other path is 404.
     ``authenticate`` receives the Authorization header (or None) and returns whether to
     serve; requests for ``auth_excluded_paths`` (health probes) skip it. ``routes`` adds
     paths such as ``/healthz``. ``headers`` are added to every response, refusals included.
@@ -87,13 +93,18 @@ def make_wsgi_app(
             )
             return [b"Method Not Allowed\n"]
         route = extra.get(path)
+        mounted = bool(environ.get("SCRIPT_NAME")) and path in ("", "/")
         if route is not None:
             code, ctype, body = route()
-        else:
+        elif path == METRICS_PATH or mounted:
             body = metrics.render()
             if registry is not None:
                 body += generate_latest(registry)
             code, ctype = 200, CodebookMetrics.CONTENT_TYPE
+        elif path in ("", "/"):
+            code, ctype, body = 200, "text/plain; charset=utf-8", _LANDING
+        else:
+            code, ctype, body = 404, "text/plain; charset=utf-8", b"Not Found: see /metrics\n"
         response_headers = [("Content-Type", ctype)]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "") and len(body) > 1024:
             body = gzip.compress(body, compresslevel=1)

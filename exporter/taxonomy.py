@@ -1,7 +1,7 @@
-"""The closed label sets of TAXONOMY.md and the defaults that follow from a category.
+"""The closed label sets of docs/taxonomy.md and the defaults that follow from a category.
 
 Every label value Codebook emits comes from one of the enums below; nothing else may become
-a label. Defaults are the tables of TAXONOMY.md §3 (severity, retryable) and §4 (owner).
+a label. Defaults are the tables of docs/taxonomy.md §3 (severity, retryable) and §4 (owner).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from enum import StrEnum
 
 
 class Category(StrEnum):
-    """What happened, decided by the condition the provider doc describes (TAXONOMY.md §2)."""
+    """What happened, decided by the condition the provider doc describes (docs/taxonomy.md §2)."""
 
     SUCCESS = "success"
     PENDING = "pending"
@@ -40,7 +40,7 @@ class Category(StrEnum):
 
 
 class Severity(StrEnum):
-    """How loudly to react (TAXONOMY.md §3)."""
+    """How loudly to react (docs/taxonomy.md §3)."""
 
     CRITICAL = "critical"
     ERROR = "error"
@@ -49,7 +49,7 @@ class Severity(StrEnum):
 
 
 class Retryable(StrEnum):
-    """Whether the same request may succeed if sent again (TAXONOMY.md §3)."""
+    """Whether the same request may succeed if sent again (docs/taxonomy.md §3)."""
 
     WITH_BACKOFF = "with_backoff"
     YES = "yes"
@@ -57,7 +57,7 @@ class Retryable(StrEnum):
 
 
 class Owner(StrEnum):
-    """Who must change something for the same request to succeed (TAXONOMY.md §4)."""
+    """Who must change something for the same request to succeed (docs/taxonomy.md §4)."""
 
     NONE = "none"
     END_USER = "end_user"

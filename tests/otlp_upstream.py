@@ -10,6 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -18,10 +22,12 @@ from pki import Pki
 
 
 class GrpcUpstream:
-    """A tiny OTLP/gRPC trace receiver that keeps every request it gets (TLS with ``pki``)."""
+    """A tiny OTLP/gRPC trace (and logs) receiver that keeps every request it gets (TLS with
+    ``pki``)."""
 
     def __init__(self, pki: Pki | None = None) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
+        self.log_requests: list[ExportLogsServiceRequest] = []
         self._lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
 
@@ -30,11 +36,20 @@ class GrpcUpstream:
                 self.requests.append(ExportTraceServiceRequest.FromString(raw))
             return ExportTraceServiceResponse().SerializeToString()
 
+        def export_logs(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            with self._lock:
+                self.log_requests.append(ExportLogsServiceRequest.FromString(raw))
+            return ExportLogsServiceResponse().SerializeToString()
+
         handler = grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.trace.v1.TraceService",
             {"Export": grpc.unary_unary_rpc_method_handler(export)},
         )
-        self.server.add_generic_rpc_handlers([handler])
+        logs_handler = grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.logs.v1.LogsService",
+            {"Export": grpc.unary_unary_rpc_method_handler(export_logs)},
+        )
+        self.server.add_generic_rpc_handlers([handler, logs_handler])
         if pki is None:
             self.port = self.server.add_insecure_port("127.0.0.1:0")
         else:
@@ -68,6 +83,7 @@ class HttpUpstream:
     def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
+        self.requests: list[tuple[str, bytes]] = []  # (path, body) of each kept body
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +96,7 @@ class HttpUpstream:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                outer.requests.append((self.path, body))  # one append: never torn
                 outer.bodies.append(body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")

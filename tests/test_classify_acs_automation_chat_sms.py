@@ -25,15 +25,41 @@ def test_every_row_mapped() -> None:
 
 # id: (source, code, subcode, "category severity retryable owner match")
 CASES = {
-    # 8522: 404 = call/participant gone, 405 = missing AnswerCall configuration (TAXONOMY §5)
+    # 8522: 404 = call/participant gone, 405 = missing AnswerCall configuration (taxonomy §5)
     "ca-404-8522-call-gone": (CA, "404", "8522", "invalid_state warning no our_app exact"),
     "ca-405-8522-missing-config": (CA, "405", "8522", "configuration critical no our_app exact"),
     "ca-bare-8522-generic-not-found": (CA, None, "8522", "invalid_state warning no our_app exact"),
     "ca-500-8522-subcode-decides": (CA, "500", "8522", "invalid_state warning no our_app exact"),
-    # thousands separators in the seed (TAXONOMY §5)
+    # subcode 0 is "no specific subcode": it never decides alone, the code does (taxonomy §1)
+    "ca-500-0-resolves-by-code": (
+        CA,
+        "500",
+        "0",
+        "provider_internal error with_backoff provider exact",
+    ),
+    "ca-500-int-0-resolves-by-code": (
+        CA,
+        500,
+        0,
+        "provider_internal error with_backoff provider exact",
+    ),
+    "ca-999-0-unmapped-not-success": (
+        CA,
+        "999",
+        "0",
+        "unknown warning with_backoff unknown unmapped",
+    ),
+    "ca-bare-0-generic-entry": (CA, None, "0", "success info no none exact"),
+    "chat-500-0-unmapped-not-success": (
+        CHAT,
+        "500",
+        "0",
+        "unknown warning with_backoff unknown unmapped",
+    ),
+    # thousands separators in the seed (taxonomy §5)
     "ca-8,540-all-busy": (CA, "487", "8,540", "recipient_declined info yes end_user exact"),
     "ca-8606-int": (CA, None, 8606, "provider_internal error with_backoff provider exact"),
-    "ca-200-0-success": (CA, "200", "0", "success info no none exact"),
+    "ca-200-0-success-by-code-class": (CA, "200", "0", "success info no none class"),
     "ca-403-7507-caller-identity": (CA, "403", "7507", "auth critical no our_config exact"),
     "ca-8526-join-token-per-session": (CA, "400", "8526", "auth error no our_app exact"),
     "ca-8539-callee-busy": (CA, "486", "8539", "recipient_declined info yes end_user exact"),
@@ -69,7 +95,7 @@ CASES = {
     "ca-603-declined": (CA, "603", None, "recipient_declined info yes end_user exact"),
     "ca-600-class-6xx": (CA, "600", None, "recipient_declined info yes end_user class"),
     "ca-418-class-4xx": (CA, "418", None, "invalid_request error no our_app class"),
-    # audit 2026.12.0: readings walked against TAXONOMY §2 and pinned (alternatives in notes)
+    # audit 2026.12.0: readings walked against taxonomy §2 and pinned (alternatives in notes)
     "ca-400-8500-name-decides": (CA, "400", "8500", "invalid_request error no our_app exact"),
     "ca-405-8520-not-supported": (CA, "405", "8520", "unsupported error no our_app exact"),
     "ca-400-8567-service-principal": (

@@ -183,6 +183,16 @@ CASES = {
         "1",
         "recipient_declined info yes end_user exact",
     ),
+    # subcode 0 is "no specific subcode": it never decides alone, the code does (taxonomy §1)
+    "pstn-500-0-by-code-class": (
+        PSTN,
+        "500",
+        "0",
+        "provider_internal error with_backoff provider class",
+    ),
+    "pstn-0-0-pair": (PSTN, "0", "0", "call_ended_normal info no none exact"),
+    "call-487-0-pair": (CALL, "487", "0", "call_ended_normal info no none exact"),
+    "call-500-0-by-code": (CALL, "500", "0", "provider_internal error with_backoff provider exact"),
     "pstn-unmapped-999": (PSTN, "999", None, "unknown warning with_backoff unknown unmapped"),
 }
 

@@ -128,6 +128,33 @@ CASES = {
         "recipient_invalid warning no end_user exact",
     ),
     "fcm-90000401-authentication": (f"{P}.fcm", "90000401", "auth critical no our_config exact"),
+    # an entry's unique provider name resolves as its code (docs/taxonomy.md §1)
+    "apns-name-BadDeviceToken-is-2009": (
+        f"{P}.apns",
+        "BadDeviceToken",
+        "recipient_invalid warning no our_app exact",
+    ),
+    "apns-name-is-case-sensitive": (
+        f"{P}.apns",
+        "baddevicetoken",
+        "unknown warning with_backoff unknown unmapped",
+    ),
+    # APNs' HTTP status 410 is not a code of Alibaba's table (it reports 2011 Unregistered)
+    "apns-http-410-not-a-code": (
+        f"{P}.apns",
+        "410",
+        "unknown warning with_backoff unknown unmapped",
+    ),
+    "fcm-name-NotRegistered": (
+        f"{P}.fcm",
+        "NotRegistered",
+        "recipient_invalid warning no end_user exact",
+    ),
+    "oppo-name-with-spaces": (
+        f"{P}.oppo",
+        " Invalid RegistrationId ",
+        "recipient_invalid warning no our_app exact",
+    ),
     "fcm-unlisted-code-unmapped": (
         f"{P}.fcm",
         "90000999",
@@ -138,6 +165,6 @@ CASES = {
 
 @pytest.mark.parametrize(("source", "code", "expected"), list(CASES.values()), ids=list(CASES))
 def test_classification(source: str, code: str, expected: str) -> None:
-    """Tricky rows get the labels TAXONOMY.md gives their condition."""
+    """Tricky rows get the labels docs/taxonomy.md gives their condition."""
     r = load_codebook().resolve(source, code)
     assert f"{r.category} {r.severity} {r.retryable} {r.owner} {r.match}" == expected

@@ -149,6 +149,6 @@ CASES = {
     ("source", "code", "message", "expected"), list(CASES.values()), ids=list(CASES)
 )
 def test_classification(source: str, code: str, message: str | None, expected: str) -> None:
-    """Tricky rows get the labels TAXONOMY.md gives their condition."""
+    """Tricky rows get the labels docs/taxonomy.md gives their condition."""
     r = load_codebook().resolve(source, code, message=message)
     assert f"{r.category} {r.severity} {r.retryable} {r.owner} {r.match}" == expected

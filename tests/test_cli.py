@@ -43,10 +43,113 @@ def test_lookup_unmapped_code(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_lookup_unknown_source(capsys: pytest.CaptureFixture[str]) -> None:
-    """An unknown source is an error on stderr naming the known ones, exit 2."""
+    """An unknown source is an error on stderr with a "did you mean", exit 2."""
     assert main(["lookup", "acme.smss", "1", "--mappings", OVERLAY]) == 2
     err = capsys.readouterr().err
-    assert "unknown source 'acme.smss'" in err and "acme.sms" in err
+    assert "unknown source 'acme.smss' (did you mean 'acme.sms'?)" in err
+
+
+SOURCE_CASES = [
+    # (id, argv, exit status, what stdout has, what stderr has)
+    ("case-insensitive-id", ["lookup", "Vonage.SMS", "1"], 0, "source       vonage.sms", ""),
+    ("case-insensitive-alias", ["lookup", "NEXMO.sms", "1"], 0, "source       vonage.sms", ""),
+    ("near-miss", ["lookup", "vonage.sm", "1"], 2, "",
+     "unknown source 'vonage.sm' (did you mean 'vonage.sms' or 'vonage.sms_dlr'?)"),
+    ("provider-prefix", ["lookup", "braze", "400"], 2, "",
+     "unknown source 'braze' (did you mean 'braze.rest'?)"),
+    ("no-close-match", ["lookup", "zzz", "1"], 2, "", "unknown source 'zzz'; `codebook list`"),
+    ("list-case-insensitive", ["list", "Azure.ACS.SMS"], 0, "CODE  SUBCODE", ""),
+    ("list-near-miss", ["list", "azure.acs.sm"], 2, "",
+     "(did you mean 'azure.acs.sms' or "),
+]
+
+
+@pytest.mark.parametrize(("argv", "status", "out", "err"), [c[1:] for c in SOURCE_CASES],
+                         ids=[c[0] for c in SOURCE_CASES])
+def test_source_ids(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, out: str, err: str
+) -> None:
+    """Source ids match case-insensitively; a wrong one gets "did you mean", not a list."""
+    assert main(argv) == status
+    got = capsys.readouterr()
+    assert out in got.out and err in got.err
+    assert "vonage.sms, " not in got.err  # no list of every id
+
+
+JSON_ERROR_CASES = [
+    # (id, argv, exit status, expected keys and values)
+    ("lookup-unknown-source", ["lookup", "braze", "1", "--json"], 2,
+     {"source": "braze", "did_you_mean": ["braze.rest"]}),
+    ("list-unknown-source", ["list", "nope.nope", "--json"], 2,
+     {"source": "nope.nope", "did_you_mean": []}),
+]
+
+
+@pytest.mark.parametrize(("argv", "status", "expected"), [c[1:] for c in JSON_ERROR_CASES],
+                         ids=[c[0] for c in JSON_ERROR_CASES])
+def test_json_errors_are_json(
+    capsys: pytest.CaptureFixture[str], argv: list[str], status: int, expected: dict[str, object]
+) -> None:
+    """With --json, an error is one JSON object on stdout (and the same exit status)."""
+    assert main(argv) == status
+    got = capsys.readouterr()
+    data = json.loads(got.out)
+    assert data["error"].startswith("unknown source")
+    assert {k: data[k] for k in expected} == expected
+    assert got.err == ""
+
+
+def test_json_mapping_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Broken overlays under --json: the problems as a JSON list, exit 1."""
+    (tmp_path / "x.yaml").write_text("schema: 1\nsource: x\n", encoding="utf-8")
+    assert main(["lookup", "x", "1", "--json", "--mappings", str(tmp_path)]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert f"{tmp_path / 'x.yaml'}:1: title: missing required key" in data["problems"]
+    assert main(["validate", "--json", str(tmp_path)]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["error"] == f"{len(data['problems'])} problem(s)"
+
+
+def test_list_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """`list --json`: every source with its counts; `list SOURCE --json`: every rule."""
+    assert main(["list", "--json"]) == 0
+    sources = {s["source"]: s for s in json.loads(capsys.readouterr().out)}
+    assert sources["vonage.sms"]["aliases"] == ["nexmo.sms"]
+    assert sources["vonage.sms"]["entries"] > 0
+    assert main(["list", "alibaba.mobile_push.apns", "--json"]) == 0
+    rules = json.loads(capsys.readouterr().out)
+    bad = next(r for r in rules if r["code"] == "2009")
+    assert (bad["name"], bad["category"]) == ("BadDeviceToken", "recipient_invalid")
+    assert bad["mapping"].endswith("alibaba_mobile_push_apns.yaml:63")
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`codebook --version` and `exporter.__version__` are the installed package's version."""
+    from importlib.metadata import version
+
+    import exporter
+
+    assert exporter.__version__ == version("codebook-exporter")
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"codebook {exporter.__version__}\n"
+
+
+def test_lookup_by_provider_name(capsys: pytest.CaptureFixture[str]) -> None:
+    """A native channel reason that names one entry resolves as that entry's code."""
+    assert main(["lookup", "alibaba.mobile_push.apns", "BadDeviceToken", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["category"], data["match"], data["name"]) == (
+        "recipient_invalid", "exact", "BadDeviceToken")
+    assert data["mapping"].endswith("alibaba_mobile_push_apns.yaml:63")
+
+
+def test_lookup_subcode_zero_resolves_by_code(capsys: pytest.CaptureFixture[str]) -> None:
+    """The issue's case: Call Automation 500 with subcode 0 is the 500, not "success"."""
+    assert main(["lookup", "azure.acs.call_automation", "500", "--subcode", "0", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["category"], data["match"]) == ("provider_internal", "exact")
 
 
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:

@@ -80,26 +80,34 @@ class Pair:
 
 
 FIELDS = ("name", "context", "parent", "kind", "start_time", "end_time", "resource",
-          "instrumentation_scope", "events", "links")
+          "instrumentation_scope", "links")
 
 
 def view(span: ReadableSpan) -> tuple[object, ...]:
     """What an exporter reads of a span (to_json cannot encode bytes values)."""
-    return (*(getattr(span, f) for f in FIELDS), dict(span.attributes or {}),
+    events = [(e.name, e.timestamp, dict(e.attributes or {}), e.dropped_attributes)  # type: ignore[attr-defined]
+              for e in span.events]
+    return (*(getattr(span, f) for f in FIELDS), events, dict(span.attributes or {}),
             span.status.status_code, span.status.description)
+
+
+RESULT = "provider.result"
 
 
 def sdk_span(
     attributes: Mapping[str, object],
     status: Status | None = None,
     limits: SpanLimits | None = None,
+    events: Sequence[tuple[str, Mapping[str, object]]] = (),
 ) -> ReadableSpan:
-    """The ReadableSpan the SDK hands to on_end for one span."""
+    """The ReadableSpan the SDK hands to on_end for one span (events: (name, attributes))."""
     keep = Keep()
     provider = TracerProvider(resource=RESOURCE, span_limits=limits)
     provider.add_span_processor(keep)
     span = provider.get_tracer("tests.hot").start_span("send", attributes=attributes)  # type: ignore[arg-type]
     span.add_event("sent")
+    for name, event_attrs in events:
+        span.add_event(name, event_attrs)  # type: ignore[arg-type]
     if status is not None:
         span.set_status(status)
     span.end()
@@ -140,6 +148,70 @@ def test_named_cases_agree(
     pair = Pair()
     for _ in range(3):  # a miss first, then cache hits
         pair.check(sdk_span(attrs, status, limits))
+    pair.same_metrics()
+
+
+CODE = {"provider.source": "test.sms", "provider.code": "1"}
+EVENT_CASES = [
+    ("one-event", {"app": "x"}, [(RESULT, CODE)], None),
+    ("span-and-events", CODE,
+     [(RESULT, CODE), (RESULT, {"provider.source": "test.sms", "provider.code": "0"})], None),
+    ("event-unmapped", {}, [(RESULT, {"provider.source": "test.sms", "provider.code": "4242"})],
+     None),
+    ("other-event-name", {}, [("provider.other", CODE)], None),
+    ("event-without-code", {}, [(RESULT, {"provider.source": "test.sms"})], None),
+    ("event-stale-outputs", {}, [(RESULT, {**CODE, "provider.category": "success"})], None),
+    ("event-dropped-attrs", {}, [(RESULT, {"a": 1, "b": 2, **CODE})],
+     SpanLimits(max_event_attributes=3)),
+    ("events-dropped", CODE, [(RESULT, CODE)] * 4, SpanLimits(max_events=3)),
+]
+
+
+@pytest.mark.parametrize(("attrs", "events", "limits"), [c[1:] for c in EVENT_CASES],
+                         ids=[c[0] for c in EVENT_CASES])
+def test_event_cases_agree(
+    attrs: dict[str, object],
+    events: list[tuple[str, dict[str, object]]],
+    limits: SpanLimits | None,
+) -> None:
+    """provider.result events: the same spans and counts on both paths."""
+    pair = Pair()
+    for _ in range(3):
+        pair.check(sdk_span(attrs, None, limits, events))
+    pair.same_metrics()
+
+
+def test_events_are_enriched_and_counted_once_each() -> None:
+    """A code on two events, which the span repeats: two counts (the span summarises its
+    first result, counted through the event); other events untouched."""
+    pair = Pair()
+    span = sdk_span(CODE, events=[(RESULT, CODE), ("other", CODE),
+                                  (RESULT, {"provider.source": "test.sms", "provider.code": "0"})])
+    c, _ = pair.feed(span)
+    sent, first, other, second = c.events
+    assert sent is span.events[0] and other is span.events[2]
+    assert first.attributes["provider.category"] == "throttled"  # type: ignore[index]
+    assert first.attributes["error.type"] == "throttled"  # type: ignore[index]
+    assert second.attributes["provider.category"] == "success"  # type: ignore[index]
+    assert "error.type" not in second.attributes  # type: ignore[operator]
+    assert "provider.category" not in (other.attributes or {})
+    throttled = {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    assert pair.c.enricher.metrics.value("provider_codes_total", throttled) == 1.0
+    assert c.attributes["provider.category"] == "throttled"  # type: ignore[index]
+    pair.same_metrics()
+
+
+def test_span_with_its_own_result_counts_once_more() -> None:
+    """A span code that no result event repeats (or repeats with another type) counts too."""
+    pair = Pair()
+    int_one = {"provider.source": "test.sms", "provider.code": 1}
+    pair.feed(sdk_span(CODE, events=[(RESULT, int_one),
+                                     (RESULT, {"provider.source": "test.sms",
+                                               "provider.code": "0"})]))
+    throttled = {"source": "test.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    assert pair.c.enricher.metrics.value("provider_codes_total", throttled) == 2.0
     pair.same_metrics()
 
 
@@ -234,15 +306,19 @@ STATUSES = st.sampled_from([None, Status(StatusCode.OK), Status(StatusCode.ERROR
 LIMITS = st.sampled_from([None, SpanLimits(max_span_attributes=2)])
 
 
+EVENTS = st.lists(st.tuples(st.sampled_from([RESULT, "other"]), ATTRS), max_size=3)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(ATTRS, STATUSES, LIMITS), min_size=1, max_size=6))
+@given(st.lists(st.tuples(ATTRS, STATUSES, LIMITS, EVENTS), min_size=1, max_size=6))
 def test_generated_spans_agree(
-    spans: Sequence[tuple[dict[str, object], Status | None, SpanLimits | None]],
+    spans: Sequence[tuple[dict[str, object], Status | None, SpanLimits | None,
+                          list[tuple[str, dict[str, object]]]]],
 ) -> None:
     pair = Pair()
-    for attrs, status, limits in spans:
+    for attrs, status, limits, events in spans:
         for _ in range(2):
-            pair.check(sdk_span(attrs, status, limits))
+            pair.check(sdk_span(attrs, status, limits, events))
     pair.same_metrics()
 
 
@@ -262,10 +338,13 @@ def test_c_path_hands_over_only_what_it_does_not_take(monkeypatch: pytest.Monkey
     miss, hit, plain = sdk_span(code), sdk_span(code), sdk_span({"app": "x"})
     odd = OddSpan(name="send", resource=RESOURCE, attributes=code)
     dropped = sdk_span({"a": 1, **code}, limits=SpanLimits(max_span_attributes=2))
-    for span in (miss, hit, plain, odd, dropped):
+    other_event = sdk_span({"app": "x"}, events=[("other", code)])
+    result_event = sdk_span({"app": "x"}, events=[(RESULT, code)])
+    for span in (miss, hit, plain, odd, dropped, other_event, result_event):
         proc.on_end(span)
-    assert handed == [miss, odd, dropped]
-    assert len(keep.ended) == 5 and keep.ended[2] is plain
+    assert handed == [miss, odd, dropped, result_event]
+    assert len(keep.ended) == 7 and keep.ended[2] is plain and keep.ended[5] is other_event
+    assert keep.ended[6].events[1].attributes["provider.category"] == "throttled"  # type: ignore[index]
     assert all(s.attributes["provider.category"] == "throttled"  # type: ignore[index]
                for s in (keep.ended[0], keep.ended[1], keep.ended[3], keep.ended[4]))
     assert keep.ended[4].dropped_attributes == 1
@@ -332,3 +411,59 @@ def test_assigned_enricher_takes_effect() -> None:
     c, py = pair.feed(span)
     assert dict(c.attributes or {}) == dict(py.attributes or {})
     assert dict(c.attributes or {})["provider.category"] == "overridden"
+
+
+class Evict(str):
+    """A key that hashes like provider.subcode and, when compared, deletes provider.code from
+    its span's attributes and allocates ints of the code's size (reusing the freed memory)."""
+
+    attrs: dict[object, object] | None = None
+
+    def __hash__(self) -> int:
+        return hash("provider.subcode")
+
+    def __eq__(self, other: object) -> bool:
+        if self.attrs is not None and self.attrs.pop("provider.code", None) is not None:
+            self.junk = [int(str(10**6 + i)) for i in range(200)]
+        return False
+
+
+def evicting_span() -> ReadableSpan:
+    key = Evict("x")
+    # A fresh int (not a small-int singleton): the dict holds its only reference.
+    attrs: dict[object, object] = {"provider.source": "test.calls",
+                                   "provider.code": int("487"), key: "v",
+                                   "provider.subcode": "560487"}
+    key.attrs = attrs
+    return ReadableSpan(name="send", resource=RESOURCE, attributes=attrs)  # type: ignore[arg-type]
+
+
+def test_value_removed_by_a_later_lookup_is_owned() -> None:
+    """Regression (use-after-free): the code lookup's value stays owned while the subcode
+    lookup runs a key's __eq__ that deletes provider.code; both paths count code 487 with
+    its subcode, and forward the same attributes (the dict as the lookup left it).
+
+    The cache is warmed first: on a miss the C path hands the span to the Python on_end,
+    which reads the dict again after the deletion (so finds no code), as any second reader
+    would; on a hit both paths read each value once, in the same order (code before subcode).
+    """
+    pair = Pair()
+    warm = {"provider.source": "test.calls", "provider.code": 487, "provider.subcode": "560487"}
+    pair.check(sdk_span(warm))
+    for _ in range(3):
+        pair.c.on_end(evicting_span())
+        pair.py.on_end(evicting_span())
+        c, py = pair.c_out.ended[-1], pair.py_out.ended[-1]
+        # Evict keys of two spans never compare equal: compare the attributes as plain str.
+        assert [(str(k), v) for k, v in (c.attributes or {}).items()] == [
+            (str(k), v) for k, v in (py.attributes or {}).items()
+        ]
+        assert (c.status.status_code, c.status.description) == (
+            py.status.status_code, py.status.description
+        )
+        assert "provider.code" not in (c.attributes or {})
+    pair.same_metrics()
+    cancelled = {"source": "test.calls", "code": "487", "subcode": "560487",
+                 "category": "call_ended_normal", "severity": "info", "retryable": "no",
+                 "owner": "none"}
+    assert pair.c.enricher.metrics.value("provider_codes_total", cancelled) == 4.0

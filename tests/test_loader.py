@@ -49,13 +49,63 @@ def test_validate_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"{bad}:7: entries[0].category: 'throttle' is not a category" in err
     assert main(["validate", str(tmp_path / "missing.yaml")]) == 1
     assert "no such file or directory" in capsys.readouterr().err
+    assert main(["validate", "--no-builtin", str(TESTDATA / "overlay_new")]) == 0
+    assert capsys.readouterr().out == "ok: 1 source(s), 2 entries\n"
     assert main(["validate", str(TESTDATA / "overlay_new")]) == 0
-    assert "ok: 1 source(s), 2 entries" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert out.startswith("ok: ") and out.endswith(" with the built-in mappings\n")
+
+
+VALIDATE_CASES = [
+    # (id, file text, --no-builtin exit, default exit, the problem the default reports)
+    ("adds-builtin-code-without-override",
+     "schema: 1\nsource: vonage.sms\ntitle: t\nversion: '1'\nseeds: [x]\nentries:\n"
+     "  - code: '1'\n    category: throttled\n    description: d\n    doc: {en: d}\n",
+     0, 1, "x.yaml:7: entries: code='1' of 'vonage.sms' conflicts with "),
+    ("override-is-fine",
+     "schema: 1\nsource: vonage.sms\noverride: true\ntitle: t\nversion: '1'\nseeds: [x]\n"
+     "entries:\n  - code: '1'\n    category: throttled\n    description: d\n"
+     "    doc: {en: d}\n",
+     0, 0, ""),
+    ("alias-taken-by-a-builtin",
+     "schema: 1\nsource: my.sms\naliases: [nexmo.sms]\ntitle: t\nversion: '1'\n"
+     "seeds: [x]\nentries:\n  - code: '1'\n    category: throttled\n"
+     "    description: d\n    doc: {en: d}\n",
+     0, 1, "'nexmo.sms' already names source"),
+]
+
+
+@pytest.mark.parametrize(("text", "alone", "default", "problem"),
+                         [c[1:] for c in VALIDATE_CASES], ids=[c[0] for c in VALIDATE_CASES])
+def test_validate_checks_against_the_builtins(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, alone: int, default: int,
+    problem: str,
+) -> None:
+    """`validate DIR` overlays DIR on the built-in mappings, so ok means it loads;
+    `--no-builtin` checks the files alone."""
+    (tmp_path / "x.yaml").write_text(text, encoding="utf-8")
+    assert main(["validate", "--no-builtin", str(tmp_path)]) == alone
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path)]) == default
+    err = capsys.readouterr().err
+    assert problem in err
+    loads = True
+    try:
+        load_codebook([tmp_path])
+    except MappingError:
+        loads = False
+    assert loads == (default == 0)
 
 
 def test_builtin_mappings_validate(capsys: pytest.CaptureFixture[str]) -> None:
-    """The shipped mappings load without a single problem and cover every contract source."""
+    """The shipped mappings load without a single problem and cover every contract source;
+    naming their folder (or a file of it) checks them, not them over themselves."""
     assert main(["validate"]) == 0
+    from exporter.codebook import builtin_mappings_dir
+
+    for path in (builtin_mappings_dir(), builtin_mappings_dir() / "vonage_sms.yaml"):
+        assert main(["validate", str(path)]) == 0
+        assert main(["validate", "--no-builtin", str(path)]) == 0
     book = load_codebook()
     contract = {
         "vonage.sms", "braze.rest", "alibaba.mobile_push", "alibaba.mobile_push.apns",

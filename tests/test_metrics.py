@@ -270,3 +270,27 @@ def test_cumulative_points_add_growth_and_survive_resets() -> None:
         metrics.record_point("sent", monotonic_sum=True, labels=labels, value=value,
                              stream=stream, delta=False)
     assert metrics.value("sent_total", named) == 10.0
+
+
+def test_runbook_first_occurrence_statement() -> None:
+    """dashboards/RUNBOOK.md: every mapped code's series exists at 0 from start-up (so its
+    first occurrence is an increase); unmapped codes, class-rule codes and a mapped code with
+    an unlisted subcode are the exceptions, appearing only when counted."""
+    book = load_codebook()
+    metrics = CodebookMetrics()
+    Enricher(book, metrics)
+    published = {
+        (s.labels["source"], s.labels["code"], s.labels["subcode"]): s.value
+        for family in text_string_to_metric_families(metrics.render().decode())
+        for s in family.samples
+        if s.name == "provider_codes_total"
+    }
+    mapped = {(r.source, r.code, r.subcode) for r in book.rules() if r.code and not r.pattern}
+    assert mapped and mapped <= set(published)
+    assert set(published.values()) == {0.0}
+    for key in (("vonage.sms", "4242", ""), ("azure.acs.pstn", "503", ""),
+                ("azure.acs.call_automation", "500", "0")):
+        assert key not in published, key
+    runbook = (Path(__file__).parents[1] / "dashboards" / "RUNBOOK.md").read_text()
+    assert "published at 0 as soon as the mappings\nload" in runbook
+    assert "with its second occurrence" not in runbook

@@ -37,6 +37,7 @@ from exporter import (
     Enricher,
     MetricsServer,
     load_codebook,
+    make_wsgi_app,
     start_metrics_server,
 )
 
@@ -155,6 +156,43 @@ def test_scrape_methods_and_encoding(
     got, _, body = _get(server.url, method, headers)
     assert got == status
     assert callable(check) and check(body)
+
+
+PATH_CASES = [
+    # (id, path, status, body check)
+    ("metrics", "/metrics", 200, lambda b: b.startswith(b"# HELP provider_codes_total")),
+    ("metrics-query", "/metrics?name[]=x", 200, lambda b: b.startswith(b"# HELP")),
+    ("root-points-to-metrics", "/", 200, lambda b: b"/metrics" in b and b"# HELP" not in b),
+    ("unknown-404", "/nope", 404, lambda b: b"# HELP" not in b),
+    ("metrics-prefix-404", "/metricsx", 404, lambda b: b"# HELP" not in b),
+    ("metrics-subpath-404", "/metrics/x", 404, lambda b: b"# HELP" not in b),
+    ("healthz-not-a-route-here", "/healthz", 404, lambda b: b"# HELP" not in b),
+]
+
+
+@pytest.mark.parametrize(("path", "status", "check"), [c[1:] for c in PATH_CASES],
+                         ids=[c[0] for c in PATH_CASES])
+def test_scrape_paths(
+    served: tuple[CodebookMetrics, MetricsServer], path: str, status: int, check: object
+) -> None:
+    """Only /metrics serves the exposition; / points to it; every other path is 404."""
+    _, server = served
+    got, _, body = _get(f"http://127.0.0.1:{server.port}{path}")
+    assert got == status
+    assert callable(check) and check(body)
+
+
+@pytest.mark.parametrize(("script_name", "path", "status"), [
+    ("/metrics", "", 200), ("/metrics", "/", 200), ("/metrics", "/x", 404), ("", "", 200),
+], ids=["mount-point", "mount-point-slash", "mounted-unknown", "unmounted-empty-is-root"])
+def test_wsgi_app_mounted(script_name: str, path: str, status: int) -> None:
+    """Mounted under a prefix (SCRIPT_NAME), the mount point itself serves the metrics."""
+    app = make_wsgi_app(_scenario())
+    got: list[str] = []
+    env = {"SCRIPT_NAME": script_name, "PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    body = b"".join(app(env, lambda s, h: got.append(s)))
+    assert int(got[0].split()[0]) == status
+    assert body.startswith(b"# HELP") == (bool(script_name) and status == 200)
 
 
 def test_scrape_appends_extra_registry() -> None:

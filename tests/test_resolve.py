@@ -62,6 +62,16 @@ CASES = [
     ("class-needs-three-digits", "5000", None, None, "unknown", "unmapped"),
     ("unmapped", "12345", None, None, "unknown", "unmapped"),
     ("unknown-subcode-falls-to-code", "400", "77", None, "invalid_request", "exact"),
+    ("zero-subcode-never-alone", "400", "0", None, "invalid_request", "exact"),
+    ("zero-subcode-int-never-alone", 400, 0, None, "invalid_request", "exact"),
+    ("zero-subcode-unmapped-code", "12345", "0", None, "unknown", "unmapped"),
+    ("zero-subcode-class-code", "503", "00", None, "provider_internal", "class"),
+    ("zero-subcode-no-code-own-entry", None, "0", None, "success", "exact"),
+    ("name-is-its-code", "Gone", None, None, "recipient_invalid", "exact"),
+    ("name-with-space", " Gone ", None, None, "recipient_invalid", "exact"),
+    ("name-case-sensitive", "gone", None, None, "unknown", "unmapped"),
+    ("shared-name-not-an-alias", "Twice", None, None, "unknown", "unmapped"),
+    ("code-beats-name", "400", None, None, "invalid_request", "exact"),
 ]
 
 
@@ -73,7 +83,7 @@ CASES = [
 def test_ladder(
     book: Codebook, code: object, subcode: object, message: object, category: str, match: str
 ) -> None:
-    """Each rung of TAXONOMY.md §1 in order: pair, subcode, message, code, class, unmapped."""
+    """Each rung of docs/taxonomy.md §1 in order: pair, subcode, message, code, class, unmapped."""
     r = book.resolve("test.ladder", code, subcode, message)
     assert (r.category, r.match) == (category, match)
 

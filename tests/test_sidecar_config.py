@@ -48,11 +48,12 @@ def _write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
         ),
         (
             "receivers:\n  http:\n    endpoint: nowhere\n",
-            ["config: receivers.http.endpoint: 'nowhere' is not host:port"],
+            ["{f}:3: receivers.http.endpoint: 'nowhere' is not host:port"],
         ),
         (
             "forward:\n  endpoint: collector:4318\n  protocol: http/protobuf\n",
-            ["config: forward.endpoint: 'collector:4318': http/protobuf needs an http(s) URL"],
+            ["{f}:2: forward.endpoint: 'collector:4318': forward.protocol http/protobuf "
+             "({f}:3) needs an http(s) URL"],
         ),
     ],
     ids=["typo-with-hint", "enum-and-minimum", "types-all-in-one-pass", "not-a-mapping",
@@ -68,21 +69,79 @@ def test_config_errors_name_file_line_key(
     assert list(info.value.problems) == [p.format(f=path) for p in problems]
 
 
+ORIGIN_CASES = [
+    # (id, file text, env, flags, problem); {f} is the file's path
+    ("file-line-of-ca-file",
+     "forward:\n  endpoint: collector:4317\n  ca_file: {ca}\n", {}, {},
+     "{f}:3: forward.ca_file: set, but forward.endpoint 'collector:4317' ({f}:2) is not TLS "
+     "(use 'https://collector:4317')"),
+    ("env-endpoint-file-ca",
+     "forward:\n  ca_file: {ca}\n", {"CODEBOOK_FORWARD_ENDPOINT": "collector:4317"}, {},
+     "{f}:2: forward.ca_file: set, but forward.endpoint 'collector:4317' "
+     "(env:CODEBOOK_FORWARD_ENDPOINT) is not TLS (use 'https://collector:4317')"),
+    ("flag-beats-file-origin",
+     "metrics:\n  endpoint: ':9464'\n", {}, {"metrics.endpoint": "nowhere"},
+     "flag:metrics.endpoint: metrics.endpoint: 'nowhere' is not host:port"),
+    ("env-mappings-dir",
+     "", {"CODEBOOK_MAPPINGS": "/no/such/dir"}, {},
+     "env:CODEBOOK_MAPPINGS: mappings.dirs: '/no/such/dir': no such file or directory"),
+]
+
+
+@pytest.mark.parametrize(("text", "env", "flags", "problem"), [c[1:] for c in ORIGIN_CASES],
+                         ids=[c[0] for c in ORIGIN_CASES])
+def test_combined_settings_name_where_the_setting_was_made(
+    tmp_path: Path, text: str, env: dict[str, str], flags: dict[str, str], problem: str
+) -> None:
+    """A problem found only when settings combine names the file and line (or env var, or
+    flag) of the setting at fault, and of the other setting involved."""
+    from pki import make_pki
+
+    ca = str(make_pki(tmp_path).ca)
+    path = _write(tmp_path, text.format(ca=ca) or "{}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env=env, overrides=flags)
+    assert list(info.value.problems) == [problem.format(f=path)]
+
+
+@pytest.mark.parametrize(("flag", "hint"), [
+    ("forward.endpiont", " (did you mean forward.endpoint?)"),
+    ("metrics.max_serie", " (did you mean metrics.max_series?)"),
+    ("nothing.like.it", ""),
+], ids=["endpoint-typo", "max-series-typo", "no-close-key"])
+def test_set_typo_did_you_mean(flag: str, hint: str) -> None:
+    """--set with an unknown key gets the same "did you mean" as an env var typo."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={}, overrides={flag: "x"})
+    assert list(info.value.problems) == [f"flag:{flag}: unknown setting{hint}"]
+
+
+def test_yaml_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    """A YAML syntax error in the config is file:line:col with what the parser saw."""
+    path = _write(tmp_path, "receivers:\n  grpc: [1,\nlog_level: info\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    (problem,) = info.value.problems
+    assert problem.startswith(f"{path}:4:1: (yaml): invalid YAML: expected ',' or ']'")
+    assert problem.endswith("(while parsing a flow sequence at 2:9)")
+
 FORWARD_TLS_CASES = [
     # (id, forward settings, problems); {ca} is a real CA file, {bad} a file that is not PEM
     ("ca-file-on-plain-grpc", {"endpoint": "collector:4317", "ca_file": "{ca}"},
-     ["config: forward.ca_file: set, but forward.endpoint 'collector:4317' is not TLS "
-      "(use 'https://collector:4317')"]),
+     ["flag:forward.ca_file: forward.ca_file: set, but forward.endpoint 'collector:4317' "
+      "(flag:forward.endpoint) is not TLS (use 'https://collector:4317')"]),
     ("ca-file-on-plain-http", {"endpoint": "http://collector:4318", "ca_file": "{ca}",
                                "protocol": "http/protobuf"},
-     ["config: forward.ca_file: set, but forward.endpoint 'http://collector:4318' is not TLS "
+     ["flag:forward.ca_file: forward.ca_file: set, but forward.endpoint "
+      "'http://collector:4318' (flag:forward.endpoint) is not TLS "
       "(use 'https://collector:4318')"]),
     ("skip-verify-on-grpc", {"endpoint": "https://collector:4317",
                              "insecure_skip_verify": "true"},
-     ["config: forward.insecure_skip_verify: not supported with protocol grpc (grpcio cannot "
-      "skip certificate verification); set forward.ca_file to the upstream's CA"]),
+     ["flag:forward.insecure_skip_verify: forward.insecure_skip_verify: not supported with "
+      "protocol grpc (default; grpcio cannot skip certificate verification); set "
+      "forward.ca_file to the upstream's CA"]),
     ("ca-file-not-pem", {"endpoint": "https://collector:4317", "ca_file": "{bad}"},
-     ["config: forward.ca_file: '{bad}': not a PEM CA bundle: [X509: "
+     ["flag:forward.ca_file: forward.ca_file: '{bad}': not a PEM CA bundle: [X509: "
       "NO_CERTIFICATE_OR_CRL_FOUND] no certificate or crl found"]),
     ("https-with-ca-file-is-fine", {"endpoint": "https://collector:4318", "ca_file": "{ca}",
                                     "protocol": "http/protobuf", "insecure_skip_verify": "true"},

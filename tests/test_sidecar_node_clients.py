@@ -550,3 +550,120 @@ def test_node_client_fails_on_export_failure(
     assert proc.returncode == 1, proc.stderr
     assert "export failed" in proc.stderr
     assert '"event"' not in proc.stdout
+
+
+# -- span events and log records ----------------------------------------------------------------
+
+SUCCESS = _classified("vonage.sms", "0", "", "success", "info", "no", "none", "exact", False)
+RESULT_1 = {"name": "provider.result", "attrs": {"provider.source": "vonage.sms",
+                                                 "provider.code": 1}}
+RESULT_0 = {"name": "provider.result", "attrs": {"provider.source": "vonage.sms",
+                                                 "provider.code": "0"}}
+
+
+def _growth(before: dict[frozenset[tuple[str, str]], float],
+            after: dict[frozenset[tuple[str, str]], float]) -> dict[frozenset[Any], float]:
+    return {k: after.get(k, 0.0) - before.get(k, 0.0) for k in set(before) | set(after)
+            if after.get(k, 0.0) != before.get(k, 0.0)}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_node_span_events_are_counted_once_each(
+    node: str, sidecar: SidecarProcess, upstream: GrpcUpstream, tmp_path: Path, transport: str
+) -> None:
+    """provider.result events from the JS SDK count once each and reach the upstream enriched;
+    other events (even with a code) and the span's status are left alone."""
+    run = f"events-{next(_runs)}-{transport}"
+    plan = [{"name": "sms.batch", "count": 6, "attrs": {"app.note": "x"},
+             "events": [RESULT_1, RESULT_0, CODED_EVENT]},
+            {"name": "sms.send", "count": 2, "attrs": {"provider.source": "vonage.sms",
+                                                       "provider.code": "1"},
+             "events": [RESULT_1]}]
+    before = _codes(sidecar)
+    proc = subprocess.run(
+        _args(node, "traces", _endpoint(sidecar, transport), transport, "gzip", plan, run),
+        cwd=NODE_CLIENT, env=_env(tmp_path), capture_output=True, text=True,
+        timeout=CLIENT_TIMEOUT, check=False,
+    )
+    assert proc.returncode == 0, f"node client failed:\n{proc.stderr}\n{sidecar.log()}"
+    assert _growth(before, _codes(sidecar)) == {
+        frozenset(THROTTLED["labels"].items()): 6 + 2 * 2,
+        frozenset(SUCCESS["labels"].items()): 6,
+    }
+    got = wait_for(lambda: len(s := _forwarded(upstream, run)) == 8 and s, timeout=20)
+    for span in got:
+        if span["name"] == "sms.batch":
+            first, second, retry = span["events"]
+            assert first["attrs"] == {**RESULT_1["attrs"], **THROTTLED["output"]}
+            assert second["attrs"] == {**RESULT_0["attrs"], **SUCCESS["output"]}
+            assert retry["attrs"] == CODED_EVENT["attrs"]
+            assert span["status"] == (STATUS_UNSET, "")
+        else:
+            assert span["attrs"] == {"provider.source": "vonage.sms", "provider.code": "1",
+                                     **THROTTLED["output"]}
+            assert span["events"][0]["attrs"] == {**RESULT_1["attrs"], **THROTTLED["output"]}
+            assert span["status"] == (STATUS_ERROR, "provider code: throttled")
+
+
+def _forwarded_logs(upstream: GrpcUpstream, run: str) -> list[dict[str, Any]]:
+    out = []
+    for req in list(upstream.log_requests):
+        for rl in req.resource_logs:
+            resource = {kv.key: _value(kv.value) for kv in rl.resource.attributes}
+            if resource.get("codebook.test.run") != run:
+                continue
+            for sl in rl.scope_logs:
+                for r in sl.log_records:
+                    out.append({"body": _value(r.body), "severity": r.severity_number,
+                                "attrs": {kv.key: _value(kv.value) for kv in r.attributes}})
+    return out
+
+
+LOG_PLAN = [
+    {"body": "sms failed", "severity": 13, "count": 25,
+     "attrs": {"provider.source": "vonage.sms", "provider.code": 1, "app.n": 3}},
+    {"body": "sms sent", "severity": 9, "count": 10,
+     "attrs": {"provider.source": "vonage.sms", "provider.code": "0"}},
+    {"body": "hello", "severity": 9, "count": 5, "attrs": {"app.note": "plain"}},
+    {"body": "code only", "severity": 17, "count": 2, "attrs": {"provider.code": "1"}},
+]
+
+
+@pytest.mark.parametrize(("transport", "compression"), MATRIX, ids=MATRIX_IDS)
+def test_node_log_records_are_counted_enriched_and_forwarded(
+    node: str, sidecar: SidecarProcess, upstream: GrpcUpstream, tmp_path: Path,
+    transport: str, compression: str,
+) -> None:
+    """Log records from the JS logs SDK and its OTLP log exporters: exact counts per signal,
+    forwarded records carrying the output attributes, severity as the client set it."""
+    run = f"logs-{next(_runs)}-{transport}-{compression}"
+    side = "grpc" if transport == "grpc" else "http"
+    before = _codes(sidecar)
+    received = sidecar.value("codebook_telemetry_received_total", signal="logs", transport=side)
+    traces = sidecar.total("codebook_telemetry_received_total", signal="traces")
+    proc = subprocess.run(
+        _args(node, "logs", _endpoint(sidecar, transport), transport, compression, LOG_PLAN,
+              run),
+        cwd=NODE_CLIENT, env=_env(tmp_path), capture_output=True, text=True,
+        timeout=CLIENT_TIMEOUT, check=False,
+    )
+    assert proc.returncode == 0, f"node client failed:\n{proc.stderr}\n{sidecar.log()}"
+    assert len(json.loads(proc.stdout.strip().splitlines()[-1])["logs"]) == 42
+    assert _growth(before, _codes(sidecar)) == {
+        frozenset(THROTTLED["labels"].items()): 25,
+        frozenset(SUCCESS["labels"].items()): 10,
+    }
+    assert sidecar.value("codebook_telemetry_received_total", signal="logs",
+                         transport=side) == received + 42
+    assert sidecar.total("codebook_telemetry_received_total", signal="traces") == traces
+    got = wait_for(lambda: len(r := _forwarded_logs(upstream, run)) == 42 and r, timeout=20)
+    by_body: dict[str, list[dict[str, Any]]] = {}
+    for r in got:
+        by_body.setdefault(r["body"], []).append(r)
+    outputs = {"sms failed": THROTTLED["output"], "sms sent": SUCCESS["output"]}
+    for spec in LOG_PLAN:
+        records = by_body[spec["body"]]
+        assert len(records) == spec["count"]
+        for r in records:
+            assert r["severity"] == spec["severity"]
+            assert r["attrs"] == {**spec["attrs"], **outputs.get(spec["body"], {})}

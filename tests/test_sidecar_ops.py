@@ -46,6 +46,16 @@ def _count(sidecar: SidecarProcess, category: str) -> float:
     return sidecar.total("provider_codes_total", source="test.hup", category=category)
 
 
+def test_listening_once_and_unknown_paths_404(tmp_path: Path) -> None:
+    """The start-up "listening" line appears once (JSON on stdout, no log copy on stderr);
+    /metrics and the probes answer, any other path is 404."""
+    with SidecarProcess(tmp_path, {"log_level": "debug"}) as sidecar:
+        assert sidecar.addresses["event"] == "listening"
+        assert [sidecar.get(p)[0] for p in ("/metrics", "/healthz", "/readyz", "/nope")] == [
+            200, 200, 200, 404]
+    assert "listening" not in sidecar.log()
+
+
 def test_sighup_with_broken_mapping_keeps_serving_the_old_one(tmp_path: Path) -> None:
     """A broken mapping on SIGHUP is refused and counted; a good one then swaps in."""
     mappings = tmp_path / "mappings"

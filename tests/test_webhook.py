@@ -324,7 +324,8 @@ def test_call_automation_event_types(
     assert status == 200, body
     assert body["accepted"] == 1
     res = hub.enricher.book.resolve(source, code, subcode)
-    assert res.match.value == "exact"
+    # Subcode 0 never decides alone (docs/taxonomy.md §1): 200/0 resolves by its code's class.
+    assert res.match.value == ("class" if subcode == 0 else "exact")
     if category is not None:
         assert res.category.value == category
     counted = sum(

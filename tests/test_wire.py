@@ -1,4 +1,4 @@
-"""The C wire path for OTLP trace requests gives exactly what the message path gives."""
+"""The C wire path for OTLP trace and logs requests gives exactly what the message path gives."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import (
     AnyValue,
@@ -16,6 +17,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     InstrumentationScope,
     KeyValue,
 )
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span, Status
 
@@ -50,31 +52,40 @@ class Capture:
         return True
 
 
-def both(body: bytes) -> Iterator[tuple[str, Any, Capture, Enricher]]:
+def both(
+    body: bytes, signal: str = "traces", count_enriched: bool = True
+) -> Iterator[tuple[str, Any, Capture, Enricher]]:
     """Run ``body`` through the wire path and the message path; yield each outcome."""
     for wire in (True, False):
         enricher = Enricher(BOOK, CodebookMetrics())
         capture = Capture()
-        intake = OtlpIntake(enricher, capture, wire=wire)  # type: ignore[arg-type]
+        intake = OtlpIntake(
+            enricher, capture, wire=wire, count_enriched=count_enriched  # type: ignore[arg-type]
+        )
         try:
-            result: Any = intake.export_protobuf("traces", body, "http")
+            result: Any = intake.export_protobuf(signal, body, "http")
         except MalformedRequest as exc:
             result = exc
         yield ("wire" if wire else "message"), result, capture, enricher
 
 
-def assert_same(body: bytes) -> tuple[Any, Capture]:
-    """The wire and message paths agree on reply, forwarded spans and every metric."""
-    (_, wr, wc, we), (_, mr, mc, me) = both(body)
+PARSE = {"traces": ExportTraceServiceRequest.FromString,
+         "logs": ExportLogsServiceRequest.FromString}
+
+
+def assert_same(
+    body: bytes, signal: str = "traces", count_enriched: bool = True
+) -> tuple[Any, Capture]:
+    """The wire and message paths agree on reply, forwarded items and every metric."""
+    (_, wr, wc, we), (_, mr, mc, me) = both(body, signal, count_enriched)
     if isinstance(mr, MalformedRequest):
         assert isinstance(wr, MalformedRequest)
         return wr, wc
     assert not isinstance(wr, MalformedRequest)
     assert (wr.accepted, wr.rejected) == (mr.accepted, mr.rejected)
     assert wr.response == mr.response
-    assert [ExportTraceServiceRequest.FromString(b) for b in wc.sent] == [
-        ExportTraceServiceRequest.FromString(b) for b in mc.sent
-    ]
+    parse = PARSE[signal]
+    assert [parse(b) for b in wc.sent] == [parse(b) for b in mc.sent]
     assert we.metrics.render() == me.metrics.render()
     return wr, wc
 
@@ -95,10 +106,15 @@ def value(v: object) -> AnyValue:
     return AnyValue(string_value=str(v))
 
 
+def kvs(attrs: list[tuple[str, object]]) -> list[KeyValue]:
+    return [KeyValue(key=k, value=value(v)) for k, v in attrs]
+
+
 def span(attrs: list[tuple[str, object]], *, tid: bytes = GOOD_TID, sid: bytes = GOOD_SID,
-         status: int | None = None, name: str = "send") -> Span:
-    s = Span(trace_id=tid, span_id=sid, name=name,
-             attributes=[KeyValue(key=k, value=value(v)) for k, v in attrs])
+         status: int | None = None, name: str = "send",
+         events: list[tuple[str, list[tuple[str, object]]]] = ()) -> Span:  # type: ignore[assignment]
+    s = Span(trace_id=tid, span_id=sid, name=name, attributes=kvs(attrs),
+             events=[Span.Event(name=n, time_unix_nano=1, attributes=kvs(a)) for n, a in events])
     if status is not None:
         s.status.CopyFrom(Status(code=status, message="app said so" if status else ""))  # type: ignore[arg-type]
     return s
@@ -117,6 +133,7 @@ def wired(body: bytes) -> tuple[bytes, int, int] | None:
 
 
 SRC, CODE, SUB, MSG = "provider.source", "provider.code", "provider.subcode", "provider.message"
+MATCH = "provider.match"
 
 CASES = [
     ("mapped error code", [span([(SRC, "vonage.sms"), (CODE, "1")])]),
@@ -154,6 +171,66 @@ def test_named_cases_agree(spans: list[Span]) -> None:
     body = request(*spans)
     assert wired(body) is not None
     assert_same(body)
+
+
+UPSTREAM = [("provider.category", "success"), (SRC, "vonage.sms"), (CODE, "1"),
+            (MATCH, "exact")]  # what a Codebook upstream left on the span (even if stale)
+
+
+@pytest.mark.parametrize("count_enriched", [True, False], ids=["count", "skip"])
+@pytest.mark.parametrize("spans", [c[1] for c in CASES], ids=[c[0] for c in CASES])
+def test_named_cases_agree_either_way(spans: list[Span], count_enriched: bool) -> None:
+    """Each named request, plus a span enriched upstream: both paths agree, counting the
+    enriched span or not."""
+    assert_same(request(*spans, span(UPSTREAM, status=0)), count_enriched=count_enriched)
+
+
+def test_skip_enriched_forwards_them_untouched_and_uncounted() -> None:
+    """With count_enriched=False, an enriched span passes as it came and is not counted; the
+    raw span beside it is enriched and counted; so is every span with the default."""
+    body = request(span(UPSTREAM, status=0), span([(SRC, "vonage.sms"), (CODE, "1")]))
+    for count_enriched, counted in ((True, 2.0), (False, 1.0)):
+        for path, result, capture, enricher in both(body, count_enriched=count_enriched):
+            assert (result.accepted, result.rejected) == (2, 0), path
+            got = enricher.metrics.value(
+                "provider_codes_total",
+                {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+                 "severity": "warning", "retryable": "with_backoff", "owner": "our_app"},
+            )
+            assert got == counted, (path, count_enriched)
+            (sent,) = capture.sent
+            first, second = ExportTraceServiceRequest.FromString(sent).resource_spans[0] \
+                .scope_spans[0].spans
+            attrs = {kv.key: kv.value.string_value for kv in first.attributes}
+            if count_enriched:
+                assert attrs["provider.category"] == "throttled", path  # re-resolved
+            else:
+                assert first == span(UPSTREAM, status=0), path  # untouched
+            assert {kv.key: kv.value.string_value for kv in second.attributes}[
+                "provider.category"] == "throttled"
+
+
+@pytest.mark.parametrize(("count_enriched", "with_match", "wire_calls"), [
+    (True, True, 1), (False, False, 1), (False, True, 0),
+], ids=["count-takes-wire", "skip-without-match-takes-wire", "skip-with-match-message-path"])
+def test_skip_enriched_routes_only_requests_with_the_key(
+    monkeypatch: pytest.MonkeyPatch, count_enriched: bool, with_match: bool, wire_calls: int
+) -> None:
+    """Skipping costs nothing on requests that carry no provider.match: they keep the wire
+    path; a request that may carry one takes the message path whole."""
+    assert otlp_module._wire is not None
+    calls: list[int] = []
+    real = otlp_module._wire.enrich_traces
+
+    def spy(*args: Any) -> Any:
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(otlp_module._wire, "enrich_traces", spy)
+    attrs = UPSTREAM if with_match else [(SRC, "vonage.sms"), (CODE, "1")]
+    intake = OtlpIntake(Enricher(BOOK, CodebookMetrics()), count_enriched=count_enriched)
+    intake.export_protobuf("traces", request(span(attrs)), "grpc")
+    assert len(calls) == wire_calls
 
 
 def test_enriched_span_carries_the_labels() -> None:
@@ -206,6 +283,10 @@ RAW_FORMS = [
     ("group in a span", _span_bytes(b"\xa3\x01\xa4\x01"), False),
     # Status.code 2**32: an enum is an int32, so the runtime reads UNSET (upper bits dropped).
     ("status code past 32 bits", _span_bytes(b"\x7a\x06\x18\x80\x80\x80\x80\x10"), True),
+    # The longest forms upb takes: a 5-byte (padded) length, a 10-byte varint whose last
+    # byte carries bits past 63 (dropped), in an unknown span field.
+    ("length of 5 bytes", _span_bytes(bytes.fromhex("a2068180808000") + b"x"), True),
+    ("value varint of 10 bytes", _span_bytes(b"\xa8\x06" + b"\xff" * 9 + b"\x7f"), True),
 ]
 
 
@@ -227,6 +308,12 @@ INVALID = [
     ("wire type 7", _span_bytes(b"\x0f")),
     ("overlong tag", _span_bytes(b"\xa8\x81\x80\x80\x80\x00\x01")),
     ("random bytes", bytes(range(256)) * 4),
+    # upb reads a length as at most 5 bytes (issue 15: the walker read up to 10 and took it).
+    ("length of 6 bytes", bytes.fromhex("0a808080808000")),
+    ("unknown span field with a 6-byte length",
+     _span_bytes(bytes.fromhex("a206808080808000"))),
+    ("length past 2**31-1", _span_bytes(bytes.fromhex("a20680808080 08".replace(" ", "")))),
+    ("value varint of 11 bytes", _span_bytes(b"\xa8\x06" + b"\x80" * 10 + b"\x00")),
 ]
 
 
@@ -262,7 +349,7 @@ CODES = st.one_of(
     st.just(["1"]), st.none(),
 )
 KEYS = st.sampled_from([SRC, CODE, SUB, MSG, "provider.category", "provider.owner",
-                        "error.type", "http.method", "", "provider.code "])
+                        "error.type", "http.method", "", "provider.code ", MATCH])
 ATTR = st.one_of(
     st.tuples(st.just(SRC), SOURCES), st.tuples(st.just(CODE), CODES),
     st.tuples(st.just(SUB), CODES), st.tuples(st.just(MSG), st.sampled_from(
@@ -298,6 +385,13 @@ def test_generated_requests_agree(shape: list[list[list[Span]]]) -> None:
     assert_same(body)
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(REQUESTS)
+def test_generated_requests_agree_skipping_enriched(shape: list[list[list[Span]]]) -> None:
+    """receivers.count_enriched=false: the wire and message paths still agree on everything."""
+    assert_same(build(shape), count_enriched=False)
+
+
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(REQUESTS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
        st.integers(0, 10**6))
@@ -311,3 +405,400 @@ def test_mutated_requests_never_diverge(shape: list[list[list[Span]]],
     if wired(data) is not None:
         ExportTraceServiceRequest.FromString(data)  # must parse: the walker accepted it
     assert_same(data)
+
+
+# -- span events ---------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _ld(tag: int, payload: bytes) -> bytes:
+    return bytes([tag]) + _varint(len(payload)) + payload
+
+
+RESULT = "provider.result"
+EVENT_CASES = [
+    ("result event", [span([("app", "x")], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])])]),
+    ("span and two events",
+     [span([(SRC, "vonage.sms"), (CODE, "1")],
+           events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")]),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "0")])])]),
+    ("enriched span with stale outputs and an event",
+     [span([("provider.owner", "x"), (SRC, "vonage.sms"), (CODE, "1")],
+           events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "6")])])]),
+    ("event with stale outputs",
+     [span([], events=[(RESULT, [("provider.category", "x"), (SRC, "vonage.sms"),
+                                 (CODE, "1"), ("error.type", "y")])])]),
+    ("event not enriched keeps stale outputs",
+     [span([], events=[(RESULT, [("provider.category", "x"), (CODE, "1")])])]),
+    ("result event without code", [span([], events=[(RESULT, [(SRC, "vonage.sms")])])]),
+    ("event unknown source", [span([], events=[(RESULT, [(SRC, "nope"), (CODE, 1)])])]),
+    ("event acs subcode", [span([], events=[(RESULT, [(SRC, "azure.acs.calling"), (CODE, 487),
+                                                      (SUB, 0)])])]),
+    ("event on a bad span is not counted",
+     [span([], tid=bytes(16), events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])]),
+      span([], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")])])]),
+    ("events among other events",
+     [span([(SRC, "vonage.sms"), (CODE, "1")],
+           events=[("exception", [(SRC, "vonage.sms"), (CODE, "1")]),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "2")]),
+                   ("provider.result ", [(CODE, "1")]),
+                   (RESULT, [(SRC, "vonage.sms"), (CODE, "4242")])])]),
+    ("a large event", [span([], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1"),
+                                                  ("note", "n" * 300)])])]),
+]
+
+
+@pytest.mark.parametrize("spans", [c[1] for c in EVENT_CASES], ids=[c[0] for c in EVENT_CASES])
+def test_event_cases_agree(spans: list[Span]) -> None:
+    """provider.result events: the wire path enriches them exactly as the message path."""
+    body = request(*spans)
+    assert wired(body) is not None
+    assert_same(body)
+
+
+def _event_span(event: bytes) -> bytes:
+    """A request of one valid span whose events field (11) holds ``event`` raw."""
+    sp = span([]).SerializeToString() + b"\x5a" + _varint(len(event)) + event
+    return _ld(0x0A, _ld(0x12, _ld(0x12, sp)))
+
+
+_RESULT_ATTRS = b"".join(
+    _ld(0x1A, kv.SerializeToString()) for kv in kvs([(SRC, "vonage.sms"), (CODE, "1")]))
+EVENT_RAW_FORMS = [
+    # (name, raw Span.Event payload, the wire path takes it)
+    ("name repeated", _ld(0x12, b"provider.result") + _ld(0x12, b"other") + _RESULT_ATTRS,
+     False),
+    ("name after the attributes", _RESULT_ATTRS + _ld(0x12, b"provider.result"), True),
+    ("unknown event field", _ld(0x12, b"provider.result") + b"\xf8\x07\x01" + _RESULT_ATTRS,
+     True),
+]
+
+
+@pytest.mark.parametrize("event,takes", [(e, t) for _, e, t in EVENT_RAW_FORMS],
+                         ids=[n for n, _, _ in EVENT_RAW_FORMS])
+def test_rare_event_forms(event: bytes, takes: bool) -> None:
+    body = _event_span(event)
+    ExportTraceServiceRequest.FromString(body)
+    assert (wired(body) is not None) is takes
+    assert_same(body)
+
+
+def test_padded_event_length() -> None:
+    """A non-canonical length before an enriched event is rewritten canonically."""
+    event = _ld(0x12, b"provider.result") + _RESULT_ATTRS
+    sp = span([]).SerializeToString() + b"\x5a" + padded_len(len(event)) + event
+    body = _ld(0x0A, _ld(0x12, _ld(0x12, sp)))
+    assert wired(body) is not None
+    assert_same(body)
+
+
+def test_result_events_are_enriched_and_counted() -> None:
+    """Each provider.result event counts once and gets the output attributes; status is the
+    span's own; other events are untouched."""
+    body = request(span([], events=[(RESULT, [(SRC, "vonage.sms"), (CODE, "1")]),
+                                    (RESULT, [(SRC, "vonage.sms"), (CODE, "1")]),
+                                    ("other", [(SRC, "vonage.sms"), (CODE, "1")])]))
+    _, capture = assert_same(body)
+    sent = ExportTraceServiceRequest.FromString(capture.sent[0])
+    sp = sent.resource_spans[0].scope_spans[0].spans[0]
+    first, second, other = (
+        {kv.key: kv.value.string_value for kv in e.attributes} for e in sp.events)
+    assert first["provider.category"] == second["error.type"] == "throttled"
+    assert "provider.category" not in other
+    assert sp.status.code == 0
+    (_, _, _, enricher), _ = both(body)
+    assert enricher.metrics.value("provider_codes_total", {
+        "source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+        "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}) == 2.0
+
+
+EVENTS = st.lists(st.tuples(st.sampled_from([RESULT, "exception"]), st.lists(ATTR, max_size=4)),
+                  max_size=3)
+SPANS_WITH_EVENTS = st.builds(
+    lambda attrs, tid, status, events: span(attrs, tid=tid, status=status, events=events),
+    st.lists(ATTR, max_size=5), IDS, st.sampled_from([None, 0, 1, 2]), EVENTS,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.lists(SPANS_WITH_EVENTS, max_size=4), max_size=3), min_size=1,
+                max_size=2))
+def test_generated_requests_with_events_agree(shape: list[list[list[Span]]]) -> None:
+    """Spans with and without provider.result events: the wire path takes them and gives
+    what the message path gives."""
+    body = build(shape)
+    assert wired(body) is not None
+    assert_same(body)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.lists(st.lists(SPANS_WITH_EVENTS, min_size=1, max_size=3), min_size=1,
+                         max_size=2), min_size=1, max_size=2),
+       st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4),
+       st.integers(0, 10**6))
+def test_mutated_requests_with_events_never_diverge(
+    shape: list[list[list[Span]]], flips: list[tuple[int, int]], cut: int
+) -> None:
+    """Corrupted bytes around events: accepted only when the runtime accepts them, same result."""
+    body = bytearray(build(shape))
+    for pos, byte in flips:
+        body[pos % len(body)] = byte
+    data = bytes(body[: len(body) - cut % 8])
+    if wired(data) is not None:
+        ExportTraceServiceRequest.FromString(data)
+    assert_same(data)
+
+
+# -- logs ----------------------------------------------------------------------------------
+
+
+def record(attrs: list[tuple[str, object]], *, tid: bytes = b"", sid: bytes = b"",
+           body: AnyValue | None = None, severity: int = 13) -> LogRecord:
+    return LogRecord(time_unix_nano=5, severity_number=severity, severity_text="WARN",  # type: ignore[arg-type]
+                     body=body if body is not None else value("send failed"),
+                     attributes=kvs(attrs), trace_id=tid, span_id=sid)
+
+
+def logs_request(*records: LogRecord) -> bytes:
+    rl = ResourceLogs(
+        resource=Resource(attributes=[KeyValue(key="service.name", value=value("svc"))]),
+        scope_logs=[ScopeLogs(scope=InstrumentationScope(name="s"), log_records=list(records))],
+    )
+    return ExportLogsServiceRequest(resource_logs=[rl]).SerializeToString()
+
+
+def wired_logs(body: bytes) -> tuple[bytes, int, int] | None:
+    return OtlpIntake(Enricher(BOOK, CodebookMetrics()))._logs_wire(body)
+
+
+LOG_CASES = [
+    ("mapped error code", [record([(SRC, "vonage.sms"), (CODE, "1")])]),
+    ("integer code", [record([(SRC, "vonage.sms"), (CODE, 6)])]),
+    ("success code", [record([(SRC, "vonage.sms"), (CODE, "0")])]),
+    ("unmapped code", [record([(SRC, "vonage.sms"), (CODE, "4242")])]),
+    ("code without source", [record([(CODE, "1")])]),
+    ("array code", [record([(SRC, "vonage.sms"), (CODE, ["1"])])]),
+    ("bool and double codes", [record([(SRC, "vonage.sms"), (CODE, True)]),
+                               record([(SRC, "vonage.sms"), (CODE, 1.0)])]),
+    ("empty value code", [record([(SRC, "vonage.sms"), (CODE, None)])]),
+    ("acs subcode decides", [record([(SRC, "azure.acs.calling"), (CODE, 487), (SUB, 0)])]),
+    ("braze message decides",
+     [record([(SRC, "braze.rest"), (CODE, 400), (MSG, "No Recipients")])]),
+    ("stale output attributes replaced",
+     [record([("provider.category", "success"), (SRC, "vonage.sms"), ("error.type", "x"),
+              (CODE, "1")])]),
+    ("with trace context", [record([(SRC, "vonage.sms"), (CODE, "1")], tid=GOOD_TID,
+                                   sid=GOOD_SID)]),
+    ("bad trace id removed", [record([(SRC, "vonage.sms"), (CODE, "1")], tid=b"\x01" * 15),
+                              record([(SRC, "vonage.sms"), (CODE, "1")])]),
+    ("bad span id removed", [record([], sid=b"\x01" * 9)]),
+    ("no code at all", [record([("http.method", "POST")])]),
+    ("huge body", [record([(SRC, "vonage.sms"), (CODE, "1")], body=value("x" * 200_000))]),
+    ("kvlist body", [record([(SRC, "vonage.sms"), (CODE, "1")],
+                            body=AnyValue(array_value=ArrayValue(values=[value(1)])))]),
+]
+
+
+@pytest.mark.parametrize("records", [c[1] for c in LOG_CASES], ids=[c[0] for c in LOG_CASES])
+def test_log_cases_agree(records: list[LogRecord]) -> None:
+    """Each named logs request: the wire path handles it and matches the message path."""
+    body = logs_request(*records)
+    assert wired_logs(body) is not None
+    assert_same(body, "logs")
+
+
+def test_enriched_log_record_carries_the_labels() -> None:
+    """A concrete check of the logs wire output: attributes added, severity and body kept."""
+    body = logs_request(record([("provider.category", "stale"), (SRC, "vonage.sms"),
+                                (CODE, "1")]))
+    out = wired_logs(body)
+    assert out is not None and out[1:] == (1, 0)
+    sent = ExportLogsServiceRequest.FromString(out[0]).resource_logs[0].scope_logs[0]
+    rec = sent.log_records[0]
+    assert {kv.key: kv.value.string_value for kv in rec.attributes} == {
+        SRC: "vonage.sms", CODE: "1", "provider.category": "throttled",
+        "provider.severity": "warning", "provider.retryable": "with_backoff",
+        "provider.owner": "our_app", "provider.match": "exact", "error.type": "throttled",
+    }
+    assert (rec.severity_number, rec.severity_text, rec.body.string_value) == (
+        13, "WARN", "send failed")
+
+
+def test_rejected_log_records_report_partial_success() -> None:
+    body = logs_request(record([], tid=b"\x01" * 3), record([(SRC, "vonage.sms"), (CODE, "1")]))
+    result, _ = assert_same(body, "logs")
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert result.response.partial_success.rejected_log_records == 1
+    assert "trace_id" in result.response.partial_success.error_message
+
+
+def test_deep_log_body_nesting_is_left_to_the_runtime() -> None:
+    """A body nested past the walker's depth goes to the runtime, which accepts what it can
+    parse and rejects the rest as malformed, on both paths (as for span attributes)."""
+    outcomes = []
+    for depth in (40, 200):
+        v = _ld(0x0A, b"x")  # AnyValue{string_value}
+        for _ in range(depth):
+            v = _ld(0x2A, _ld(0x0A, v))  # AnyValue{array_value{values: [v]}}
+        rec = record([(SRC, "vonage.sms"), (CODE, "1")])
+        rec.ClearField("body")
+        rec_bytes = rec.SerializeToString() + _ld(0x2A, v)  # LogRecord.body = 5
+        body = _ld(0x0A, _ld(0x12, _ld(0x12, rec_bytes)))
+        assert wired_logs(body) is None
+        result, _ = assert_same(body, "logs")
+        outcomes.append(isinstance(result, MalformedRequest))
+    assert outcomes == [False, True]
+
+
+def test_invalid_logs_requests_are_malformed() -> None:
+    good = logs_request(record([(SRC, "vonage.sms"), (CODE, "1")]))
+    for body in (good[:-3], bytes(range(256)) * 4):
+        assert wired_logs(body) is None
+        with pytest.raises(MalformedRequest):
+            OtlpIntake(Enricher(BOOK, CodebookMetrics())).export_protobuf("logs", body, "grpc")
+
+
+LOG_IDS = st.sampled_from([GOOD_TID, b"", bytes(16), b"\x01" * 15])
+LOG_SIDS = st.sampled_from([GOOD_SID, b"", bytes(8), b"\x01" * 9])
+RECORDS = st.builds(
+    lambda attrs, tid, sid, sev: record(attrs, tid=tid, sid=sid, severity=sev),
+    st.lists(ATTR, max_size=7), LOG_IDS, LOG_SIDS, st.integers(0, 24),
+)
+LOG_REQUESTS = st.lists(st.lists(st.lists(RECORDS, max_size=4), max_size=3), min_size=1,
+                        max_size=3)
+
+
+def build_logs(shape: list[list[list[LogRecord]]]) -> bytes:
+    req = ExportLogsServiceRequest()
+    for scopes in shape:
+        rl = req.resource_logs.add()
+        rl.resource.attributes.add(key="service.name").value.string_value = "svc"
+        for records in scopes:
+            rl.scope_logs.add().log_records.extend(records)
+    return req.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LOG_REQUESTS)
+def test_generated_logs_requests_agree(shape: list[list[list[LogRecord]]]) -> None:
+    """Any canonical logs request: the wire path takes it and matches the message path."""
+    body = build_logs(shape)
+    assert wired_logs(body) is not None
+    assert_same(body, "logs")
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LOG_REQUESTS, st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                              max_size=4), st.integers(0, 10**6))
+def test_mutated_logs_requests_never_diverge(shape: list[list[list[LogRecord]]],
+                                             flips: list[tuple[int, int]], cut: int) -> None:
+    """Corrupted logs bytes: accepted only when the runtime accepts them, with the same result."""
+    body = bytearray(build_logs(shape))
+    for pos, byte in flips:
+        body[pos % len(body)] = byte
+    data = bytes(body[: len(body) - cut % 8])
+    if wired_logs(data) is not None:
+        ExportLogsServiceRequest.FromString(data)  # must parse: the walker accepted it
+    assert_same(data, "logs")
+
+
+def test_skip_enriched_covers_log_records_and_result_events() -> None:
+    """With count_enriched=False, an enriched log record or provider.result event is neither
+    re-resolved nor counted; raw ones beside it still are; both paths agree."""
+    labels = {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+              "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    raw = [(SRC, "vonage.sms"), (CODE, "1")]
+    logs = logs_request(record(UPSTREAM), record(raw))
+    events = request(Span(trace_id=GOOD_TID, span_id=GOOD_SID, name="send", events=[
+        Span.Event(name=RESULT, attributes=kvs(UPSTREAM)),
+        Span.Event(name=RESULT, attributes=kvs(raw)),
+    ]))
+    for body, signal in ((logs, "logs"), (events, "traces")):
+        for count_enriched, counted in ((True, 2.0), (False, 1.0)):
+            assert_same(body, signal, count_enriched)
+            for path, _, _, enricher in both(body, signal, count_enriched):
+                got = enricher.metrics.value("provider_codes_total", labels)
+                assert got == counted, (signal, path, count_enriched)
+
+
+# -- hostile inputs (issue 15) --------------------------------------------------------------
+
+def test_wrong_key_lists_raise_value_error() -> None:
+    """Regression: a wrong number of keys raised SystemError (-1 with no exception set)."""
+    body = request(span([(SRC, "vonage.sms"), (CODE, "1")]))
+    wire = otlp_module._wire
+    for inputs, outputs in [((), ()), ((b"",), ()), ((b"a",) * 4, (b"k",) * 65)]:
+        with pytest.raises(ValueError, match="wrong number of keys"):
+            wire.enrich_traces(body, lambda *a: None, inputs, outputs)
+
+
+def _distinct_codes(codes: list[object]) -> bytes:
+    return request(*(span([(SRC, "vonage.sms"), (CODE, c)], sid=(i + 1).to_bytes(8, "big"))
+                     for i, c in enumerate(codes)))
+
+
+FLOOD_SPANS = 2048
+FLOODS = [
+    # Codes the old unkeyed XOR-multiply hash put in one probe run (quadratic CPU).
+    ("ints differing above bit 20", [i << 21 for i in range(1, FLOOD_SPANS + 1)]),
+    ("ints differing above bit 40", [i << 41 for i in range(1, FLOOD_SPANS + 1)]),
+    ("whole doubles", [float(i) for i in range(1, FLOOD_SPANS + 1)]),
+    ("doubles differing in the exponent",
+     [2.0**i for i in range(-1000, 1000)] + [-(2.0**i) for i in range(FLOOD_SPANS - 2000)]),
+    ("ordinary ints", list(range(FLOOD_SPANS))),
+    ("strings", [f"E{i:05d}" for i in range(FLOOD_SPANS)]),
+]
+
+
+@pytest.mark.parametrize("codes", [c for _, c in FLOODS], ids=[n for n, _ in FLOODS])
+def test_chosen_codes_cannot_flood_the_grouping(codes: list[object]) -> None:
+    """Regression (hash flooding): codes chosen to collide under an unkeyed hash still group
+    with short probe runs. Counted in probes (the table's work), never in seconds."""
+    body = _distinct_codes(codes)
+    assert wired(body) is not None
+    stats = otlp_module._wire.walk_stats()
+    assert stats["groups"] == FLOOD_SPANS
+    assert stats["longest_probe"] <= stats["probe_limit"]
+    assert stats["probes"] <= 4 * FLOOD_SPANS  # linear probing at load <= 1/2: about 1.5 each
+    assert_same(body)
+
+
+def test_span_summarising_its_result_event_counts_once() -> None:
+    """A span whose provider values equal one of its provider.result events' (an instrumented
+    call with several results) is enriched but counted through that event only; values of
+    another type (int 1 beside "1") are another result. Both paths agree."""
+    labels = {"source": "vonage.sms", "code": "1", "subcode": "", "category": "throttled",
+              "severity": "warning", "retryable": "with_backoff", "owner": "our_app"}
+    ok = {**labels, "code": "0", "category": "success", "severity": "info", "retryable": "no",
+          "owner": "none"}
+    first_failing = [(SRC, "vonage.sms"), (CODE, "1")]
+
+    def summary(*events: list[tuple[str, object]]) -> bytes:
+        return request(Span(trace_id=GOOD_TID, span_id=GOOD_SID, name="send",
+                            attributes=kvs(first_failing),
+                            events=[Span.Event(name=RESULT, attributes=kvs(e)) for e in events]))
+
+    cases = [
+        (summary([(SRC, "vonage.sms"), (CODE, "0")], first_failing), 1.0, 1.0),
+        (summary(first_failing, first_failing), 2.0, 0.0),
+        (summary([(SRC, "vonage.sms"), (CODE, 1)]), 2.0, 0.0),  # int 1: another result
+    ]
+    for body, throttled, success in cases:
+        assert_same(body)
+        for path, _, capture, enricher in both(body):
+            assert enricher.metrics.value("provider_codes_total", labels) == throttled, path
+            assert enricher.metrics.value("provider_codes_total", ok) == success, path
+            (sent,) = capture.sent
+            (out,) = ExportTraceServiceRequest.FromString(sent).resource_spans[0] \
+                .scope_spans[0].spans
+            attrs = {kv.key: kv.value.string_value for kv in out.attributes}
+            assert attrs["provider.category"] == "throttled", path  # still enriched
+            assert out.status.code == 2, path  # and its error status set

@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from ..loader import yaml_problem
+
 ENV_PREFIX = "CODEBOOK_"
 # In-process settings (exporter/autoconfig.py) that may share an environment with the sidecar.
 _IN_PROCESS_ENV = frozenset(
@@ -56,6 +58,7 @@ class HttpReceiverConfig:
     threads: int = _opt(4, minimum=1)
     connection_limit: int = _opt(100, minimum=1)
     idle_timeout_seconds: int = _opt(60, minimum=1)
+    read_timeout_seconds: float = _opt(10.0, minimum=1)
 
 
 @dataclass
@@ -65,8 +68,11 @@ class ReceiversConfig:
     grpc: GrpcReceiverConfig = field(default_factory=GrpcReceiverConfig)
     http: HttpReceiverConfig = field(default_factory=HttpReceiverConfig)
     max_request_bytes: int = _opt(4 << 20, minimum=1024)
+    max_in_flight_bytes: int = _opt(64 << 20, minimum=1 << 20)
     max_pending_requests: int = _opt(16, minimum=0)
     retry_after_seconds: int = _opt(1, minimum=1)
+    # false: spans/points a Codebook upstream already enriched (provider.match) pass uncounted.
+    count_enriched: bool = _opt(True)
 
 
 @dataclass
@@ -264,7 +270,13 @@ def _hint_of(path: tuple[str, ...]) -> Any:
     return _hints(cls)[path[-1]]
 
 
-def _apply_yaml(cfg: Config, file: str, node: yaml.Node, problems: list[str]) -> None:
+def _apply_yaml(
+    cfg: Config,
+    file: str,
+    node: yaml.Node,
+    problems: list[str],
+    origins: dict[str, str] | None = None,
+) -> None:
     def walk(cls: type, node: yaml.Node, path: tuple[str, ...]) -> None:
         where = ".".join(path) or "(root)"
         if isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null"):
@@ -296,6 +308,8 @@ def _apply_yaml(cfg: Config, file: str, node: yaml.Node, problems: list[str]) ->
             try:
                 value = yaml.safe_load(yaml.serialize(value_node))
                 _set(cfg, kpath, _convert(value, hint, fields[key], from_text=False))
+                if origins is not None:
+                    origins[name] = f"{file}:{line}"
             except (ValueError, yaml.YAMLError) as exc:
                 vline = value_node.start_mark.line + 1
                 problems.append(f"{file}:{vline}: {name}: {exc}")
@@ -316,6 +330,9 @@ def load_config(
     """
     cfg = Config()
     problems: list[str] = []
+    # Where each setting came from ("file:line", "env:NAME", "flag:key"), for the problems
+    # that only show when settings combine (_check).
+    origins: dict[str, str] = {}
     if path is not None:
         file = str(path)
         try:
@@ -323,11 +340,9 @@ def load_config(
         except OSError as exc:
             raise ConfigError([f"{file}:1: (file): {exc.strerror or exc}"]) from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = mark.line + 1 if mark is not None else 1
-            raise ConfigError([f"{file}:{line}: (yaml): {exc}"]) from None
+            raise ConfigError([yaml_problem(file, exc, "(yaml)")]) from None
         if node is not None:
-            _apply_yaml(cfg, file, node, problems)
+            _apply_yaml(cfg, file, node, problems, origins)
     leaves = _leaf_paths(Config)
     environ = os.environ if env is None else env
     by_env = {ENV_PREFIX + "_".join(p).upper(): p for p in leaves}
@@ -343,14 +358,19 @@ def load_config(
                 hint_text = f" (did you mean {close[0]}?)" if close else ""
                 problems.append(f"env:{name}: unknown setting{hint_text}")
             continue
-        _override(cfg, path_, environ[name], f"env:{name}", leaves, problems)
+        if _override(cfg, path_, environ[name], f"env:{name}", leaves, problems):
+            origins[".".join(path_)] = f"env:{name}"
+    dotted_keys = [".".join(p) for p in leaves]
     for dotted, text in (overrides or {}).items():
         key = tuple(dotted.split("."))
         if key not in leaves:
-            problems.append(f"flag:{dotted}: unknown setting")
+            close = difflib.get_close_matches(dotted, dotted_keys, n=1)
+            hint_text = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"flag:{dotted}: unknown setting{hint_text}")
             continue
-        _override(cfg, key, text, f"flag:{dotted}", leaves, problems)
-    _check(cfg, problems)
+        if _override(cfg, key, text, f"flag:{dotted}", leaves, problems):
+            origins[dotted] = f"flag:{dotted}"
+    _check(cfg, problems, origins)
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -363,15 +383,29 @@ def _override(
     where: str,
     leaves: Mapping[tuple[str, ...], Any],
     problems: list[str],
-) -> None:
+) -> bool:
     try:
         _set(cfg, path, _convert(text, _hint_of(path), leaves[path], from_text=True))
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
+        return False
+    return True
 
 
-def _check(cfg: Config, problems: list[str]) -> None:
-    """Cross-field checks, after every source has been applied."""
+def _check(cfg: Config, problems: list[str], origins: Mapping[str, str] | None = None) -> None:
+    """Cross-field checks, after every source has been applied.
+
+    Each problem names where the setting at fault was set (``file:line``, ``env:NAME`` or
+    ``flag:key``; ``config`` for a default).
+    """
+    at = dict(origins or {})
+
+    def where(key: str) -> str:
+        return at.get(key, "config")
+
+    def set_at(key: str) -> str:
+        return at.get(key, "default")
+
     for name, text in (
         ("receivers.grpc.endpoint", cfg.receivers.grpc.endpoint),
         ("receivers.http.endpoint", cfg.receivers.http.endpoint),
@@ -380,27 +414,34 @@ def _check(cfg: Config, problems: list[str]) -> None:
         try:
             parse_endpoint(text)
         except ValueError as exc:
-            problems.append(f"config: {name}: {exc}")
+            problems.append(f"{where(name)}: {name}: {exc}")
     for d in cfg.mappings.dirs:
         if not Path(d).exists():
-            problems.append(f"config: mappings.dirs: {d!r}: no such file or directory")
+            problems.append(
+                f"{where('mappings.dirs')}: mappings.dirs: {d!r}: no such file or directory"
+            )
     for name, p in (
         ("metrics.web_config_file", cfg.metrics.web_config_file),
         ("forward.ca_file", cfg.forward.ca_file),
     ):
         if p and not Path(p).is_file():
-            problems.append(f"config: {name}: {p!r}: no such file")
+            problems.append(f"{where(name)}: {name}: {p!r}: no such file")
     ca = cfg.forward.ca_file
     if ca and Path(ca).is_file():
         try:
             ssl.create_default_context(cafile=ca)
         except (ssl.SSLError, OSError) as exc:
-            problems.append(f"config: forward.ca_file: {ca!r}: not a PEM CA bundle: {exc}")
+            problems.append(
+                f"{where('forward.ca_file')}: forward.ca_file: {ca!r}: not a PEM CA bundle: {exc}"
+            )
     fwd = cfg.forward.endpoint
     if fwd and cfg.forward.protocol == "http/protobuf" and not fwd.startswith(
         ("http://", "https://")
     ):
-        problems.append(f"config: forward.endpoint: {fwd!r}: http/protobuf needs an http(s) URL")
+        problems.append(
+            f"{where('forward.endpoint')}: forward.endpoint: {fwd!r}: forward.protocol "
+            f"http/protobuf ({set_at('forward.protocol')}) needs an http(s) URL"
+        )
     # TLS settings that would not apply are errors, not silently plaintext.
     tls = fwd.startswith(("https://", "grpcs://"))
     for name, value in (
@@ -410,14 +451,16 @@ def _check(cfg: Config, problems: list[str]) -> None:
         if value and fwd and not tls:
             host = fwd.split("://", 1)[-1]
             problems.append(
-                f"config: {name}: set, but forward.endpoint {fwd!r} is not TLS "
+                f"{where(name)}: {name}: set, but forward.endpoint {fwd!r} "
+                f"({set_at('forward.endpoint')}) is not TLS "
                 f"(use 'https://{host}')"
             )
     _check_webhooks(cfg.webhooks, problems)
     if cfg.forward.insecure_skip_verify and cfg.forward.protocol == "grpc":
         problems.append(
-            "config: forward.insecure_skip_verify: not supported with protocol grpc (grpcio "
-            "cannot skip certificate verification); set forward.ca_file to the upstream's CA"
+            f"{where('forward.insecure_skip_verify')}: forward.insecure_skip_verify: not "
+            f"supported with protocol grpc ({set_at('forward.protocol')}; grpcio cannot skip "
+            "certificate verification); set forward.ca_file to the upstream's CA"
         )
 
 

@@ -8,20 +8,30 @@ in-process span processor and metric exporter wrapper do (the same :class:`Enric
   (replacing any it already carried under those names), counts once in
   ``provider_codes_total``, and gets status ERROR when its code is an error and the
   application left the status UNSET;
+- a span event named ``provider.result`` carrying a code gets the output attributes and counts
+  once (the span's status is left to the span's own code);
+- a log record carrying a code gets the output attributes and counts once (its severity is
+  left as it is); a record whose trace_id or span_id is set but not 16/8 bytes is invalid;
 - a metric data point carrying a code gets the output attributes and is folded into
   ``/metrics`` under its own name with the seven code labels (sums, gauges, histogram counts);
 - items that cannot be valid OTLP (a span whose trace or span id is not 16/8 non-zero bytes, a
   metric without a name or data) are removed and reported as partial success.
 
-Cost: a protobuf trace request is enriched in its wire format by the C extension
-``exporter._wire`` (built with the package): it walks the bytes down to the spans, groups
-them by their provider code, resolves and counts each distinct code once, and splices the
-pre-serialized output attributes into the spans, so a 1,000-span batch costs about as much
-as parsing it. Requests it does not interpret (rare wire forms, OTLP/JSON) and installs
-without the extension take the message path, with identical results (tested side by side).
-For other signals, the provider keys are looked for in the serialized request first; a batch
-that carries none is never walked attribute by attribute. Every method runs on the receiver's
-worker thread, never blocks (forwarding is a bounded, non-blocking enqueue) and never raises.
+Chained Codebooks: with ``count_enriched=False`` (``receivers.count_enriched: false``), a
+span, span event, log record or data point that already carries ``provider.match`` (an
+in-process Codebook, or another sidecar, enriched it upstream) is forwarded as it is, neither
+resolved nor counted again.
+
+Cost: a protobuf trace or logs request is enriched in its wire format by the C extension
+``exporter._wire`` (built with the package): it walks the bytes down to the spans (log
+records), groups them by their provider code, resolves and counts each distinct code once,
+and splices the pre-serialized output attributes into them, so a 1,000-span batch costs about
+as much as parsing it (``provider.result`` span events included). Requests it does not
+interpret (rare wire forms, OTLP/JSON) and installs without the extension take the message
+path, with identical results (tested side by side). For metrics, the provider keys are
+looked for in the serialized request first; a batch that carries none is never walked
+attribute by attribute. Every method runs on the receiver's worker thread, never blocks
+(forwarding is a bounded, non-blocking enqueue) and never raises.
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from ..codebook import (
@@ -61,8 +72,9 @@ from ..codebook import (
     ATTR_SEVERITY,
     ATTR_SOURCE,
     ATTR_SUBCODE,
+    EVENT_RESULT,
 )
-from ..enrich import Enricher
+from ..enrich import Enricher, result_identity
 
 try:
     from .. import _wire
@@ -98,10 +110,12 @@ _OUTPUT_KEYS = frozenset(
 )
 # The serialized form of the key: a request without these bytes has no span or point to enrich.
 _CODE_KEY_BYTES = ATTR_CODE.encode()
+_MATCH_KEY_BYTES = ATTR_MATCH.encode()
 # The wire path's key lists: input keys in the order its resolve callback receives them.
 _WIRE_INPUT_KEYS = tuple(k.encode() for k in (ATTR_SOURCE, ATTR_CODE, ATTR_SUBCODE, ATTR_MESSAGE))
 _WIRE_OUTPUT_KEYS = tuple(sorted(k.encode() for k in _OUTPUT_KEYS))
 _BAD_SPAN_MESSAGE = "spans need a 16-byte trace_id and an 8-byte span_id, not all zero"
+_BAD_LOG_MESSAGE = "a log record's trace_id and span_id must be empty or 16 and 8 bytes"
 _STATUS_UNSET = 0
 _STATUS_ERROR = 2
 _TEMPORALITY_DELTA = 1
@@ -121,12 +135,13 @@ _FIXED32 = frozenset((FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED3
                       FieldDescriptor.TYPE_FLOAT))
 
 
-def wire_schema(root: Descriptor) -> list[list[tuple[int, int, int]]]:
-    """The message types reachable from ``root`` as the C walker's validation schema.
+def wire_schema(root: Descriptor, *more: Descriptor) -> list[list[tuple[int, int, int]]]:
+    """The message types reachable from ``root`` (and ``more``) as the C walker's schema.
 
     Each message is a list of (field number, kind, index of the field's message type or -1);
-    ``root`` is message 0. Repeated numbers may arrive packed, so the walker leaves them to
-    the protobuf runtime (``_K_BAIL``), as it does groups.
+    ``root`` is message 0, and the first of ``more`` that ``root`` does not reach is message
+    ``len(wire_schema(root))``. Repeated numbers may arrive packed, so the walker leaves them
+    to the protobuf runtime (``_K_BAIL``), as it does groups.
     """
     index: dict[str, int] = {}
     out: list[list[tuple[int, int, int]]] = []
@@ -157,8 +172,10 @@ def wire_schema(root: Descriptor) -> list[list[tuple[int, int, int]]]:
         out[i] = fields
         return i
 
-    add(root)
+    for desc in (root, *more):
+        add(desc)
     return out
+
 
 
 def _is_repeated(field: FieldDescriptor) -> bool:
@@ -168,9 +185,13 @@ def _is_repeated(field: FieldDescriptor) -> bool:
     return bool(getattr(field, "label", 0) == FieldDescriptor.LABEL_REPEATED)
 
 
+# The schema index of ExportLogsServiceRequest: right after every type a trace request reaches.
+_LOGS_ROOT = len(wire_schema(ExportTraceServiceRequest.DESCRIPTOR))
 if _wire is not None:
     with contextlib.suppress(RuntimeError):  # already set: this module was imported again
-        _wire.set_schema(wire_schema(ExportTraceServiceRequest.DESCRIPTOR))
+        _wire.set_schema(
+            wire_schema(ExportTraceServiceRequest.DESCRIPTOR, ExportLogsServiceRequest.DESCRIPTOR)
+        )
 
 
 @dataclass
@@ -201,6 +222,11 @@ def provider_attributes(
         elif key in _OUTPUT_KEYS:
             stale = True
     return (found, stale) if ATTR_CODE in found else ({}, False)
+
+
+def _enriched(attrs: RepeatedCompositeFieldContainer[KeyValue]) -> bool:
+    """Whether a Codebook upstream already enriched these attributes (provider.match set)."""
+    return any(kv.key == ATTR_MATCH for kv in attrs)
 
 
 class _Blobs:
@@ -267,12 +293,20 @@ class OtlpIntake:
     """
 
     def __init__(
-        self, enricher: Enricher, forwarder: Forwarder | None = None, *, wire: bool = True
+        self,
+        enricher: Enricher,
+        forwarder: Forwarder | None = None,
+        *,
+        wire: bool = True,
+        count_enriched: bool = True,
     ) -> None:
         self.enricher = enricher
         self.forwarder = forwarder
         # Whether protobuf trace requests take the C wire path (False: always the message path).
         self.wire = wire and _wire is not None
+        # False: spans and points already enriched upstream (carrying provider.match) are
+        # forwarded as they are, neither resolved nor counted again (receivers.count_enriched).
+        self.count_enriched = count_enriched
         self._logged = False
         self._blobs = _Blobs()
         self._handlers: dict[str, Callable[[Any, bool], tuple[int, int, str]]] = {
@@ -289,11 +323,16 @@ class OtlpIntake:
         walker declines) is parsed by the protobuf runtime and takes :meth:`export`.
         Raises :class:`MalformedRequest` when ``body`` is not a valid request.
         """
-        if signal == "traces" and self.wire:
-            wired = self._traces_wire(body)
+        # Skipping enriched items is the message path's job: a request that may carry one (the
+        # key's bytes appear anywhere in it) goes there whole, with the same results.
+        if signal != "metrics" and self.wire and (
+            self.count_enriched or _MATCH_KEY_BYTES not in body
+        ):
+            wired = self._traces_wire(body) if signal == "traces" else self._logs_wire(body)
             if wired is not None:
                 forward, accepted, rejected = wired
-                return self._finish(signal, transport, accepted, rejected, forward)
+                message = _BAD_SPAN_MESSAGE if signal == "traces" else _BAD_LOG_MESSAGE
+                return self._finish(signal, transport, accepted, rejected, forward, message)
         request = REQUEST_TYPES[signal]()
         try:
             request.ParseFromString(body)
@@ -355,14 +394,27 @@ class OtlpIntake:
         return IntakeResult(accepted, rejected, response)
 
     def _traces_wire(self, raw: bytes) -> tuple[bytes, int, int] | None:
-        """Enrich a protobuf trace request in its wire format; None: use the message path.
+        """Enrich a protobuf trace request in its wire format (see :meth:`_wire_path`)."""
+        return self._wire_path("traces", raw)
 
-        Returns (the bytes to forward, accepted spans, rejected spans).
+    def _logs_wire(self, raw: bytes) -> tuple[bytes, int, int] | None:
+        """Enrich a protobuf logs request in its wire format (see :meth:`_wire_path`)."""
+        return self._wire_path("logs", raw)
+
+    def _wire_path(self, signal: str, raw: bytes) -> tuple[bytes, int, int] | None:
+        """Enrich a protobuf trace or logs request in its wire format; None: use the message
+        path. Returns (the bytes to forward, accepted items, rejected items).
         """
         try:
-            out, accepted, rejected = _wire.enrich_traces(
-                raw, self._resolve_group, _WIRE_INPUT_KEYS, _WIRE_OUTPUT_KEYS
-            )
+            if signal == "traces":
+                out, accepted, rejected = _wire.enrich_traces(
+                    raw, self._resolve_group, _WIRE_INPUT_KEYS, _WIRE_OUTPUT_KEYS
+                )
+            else:
+                out, accepted, rejected = _wire.enrich_logs(
+                    raw, self._resolve_log_group, _WIRE_INPUT_KEYS, _WIRE_OUTPUT_KEYS,
+                    _LOGS_ROOT,
+                )
         except ValueError:  # invalid, or a form the walker leaves to the runtime; nothing counted
             return None
         except Exception:
@@ -391,9 +443,21 @@ class OtlpIntake:
         except Exception:
             return None
 
+    def _resolve_log_group(
+        self, source: object, code: object, subcode: object, message: object, n: int
+    ) -> tuple[bytes, None] | None:
+        """The logs wire path's callback: as :meth:`_resolve_group`, with LogRecord fields
+        (a record has no status to set). Never raises."""
+        try:
+            extra = self.enricher.enrich_code(source, code, subcode, message, n, "logs")
+            return None if extra is None else (self._blobs.get(extra, LogRecord, False), None)
+        except Exception:
+            return None
+
     def _traces(self, req: ExportTraceServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
         enrich = self.enricher.enrich_span
         blobs = self._blobs
+        skip_enriched = not self.count_enriched
         accepted = rejected = 0
         for rs in req.resource_spans:
             for ss in rs.scope_spans:
@@ -409,10 +473,24 @@ class OtlpIntake:
                         continue
                     if not maybe_codes:
                         continue
+                    results: list[object] = []
+                    for event in span.events:  # each provider.result event counts once
+                        if event.name == EVENT_RESULT:
+                            found, stale = provider_attributes(event.attributes)
+                            if skip_enriched and stale and _enriched(event.attributes):
+                                continue
+                            if found:
+                                results.append(result_identity(found))
+                            extra = enrich(found) if found else None
+                            if extra is not None:  # the span's status is the span's own
+                                set_attributes(event, extra, stale, blobs)
                     found, stale = provider_attributes(span.attributes)
-                    if not found:
+                    if not found or (skip_enriched and stale and _enriched(span.attributes)):
                         continue
-                    extra = enrich(found)
+                    if results and result_identity(found) in results:
+                        extra = self.enricher.enrich_summary(found)  # its event counts it
+                    else:
+                        extra = enrich(found)
                     if extra is None:
                         continue
                     error = ATTR_ERROR_TYPE in extra and span.status.code == _STATUS_UNSET
@@ -455,9 +533,10 @@ class OtlpIntake:
         record = self.enricher.metrics.record_point
         monotonic = kind == "sum" and bool(data.is_monotonic)
         delta = getattr(data, "aggregation_temporality", 0) == _TEMPORALITY_DELTA
+        skip_enriched = not self.count_enriched
         for point in data.data_points:
             found, stale = provider_attributes(point.attributes)
-            if not found:
+            if not found or (skip_enriched and stale and _enriched(point.attributes)):
                 continue
             pair = point_labels(found)
             if pair is None:
@@ -490,7 +569,33 @@ class OtlpIntake:
                 )
 
     def _logs(self, req: ExportLogsServiceRequest, maybe_codes: bool) -> tuple[int, int, str]:
-        return count_items(req), 0, ""
+        enrich = self.enricher.enrich_log
+        blobs = self._blobs
+        skip_enriched = not self.count_enriched
+        accepted = rejected = 0
+        for rl in req.resource_logs:
+            for sl in rl.scope_logs:
+                records = sl.log_records
+                bad: list[int] = []
+                for i, record in enumerate(records):
+                    tid = record.trace_id
+                    sid = record.span_id
+                    if (tid and len(tid) != 16) or (sid and len(sid) != 8):
+                        bad.append(i)
+                        continue
+                    if not maybe_codes:
+                        continue
+                    found, stale = provider_attributes(record.attributes)
+                    if not found or (skip_enriched and stale and _enriched(record.attributes)):
+                        continue
+                    extra = enrich(found)
+                    if extra is not None:  # severity_number stays as the application set it
+                        set_attributes(record, extra, stale, blobs)
+                for i in reversed(bad):
+                    del records[i]
+                accepted += len(records)
+                rejected += len(bad)
+        return accepted, rejected, _BAD_LOG_MESSAGE if rejected else ""
 
 
 _REJECTED_FIELD = {

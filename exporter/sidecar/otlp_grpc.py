@@ -35,6 +35,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
+from .budget import InFlightBudget
 from .otlp import MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
@@ -102,8 +103,10 @@ class OtlpGrpcReceiver:
         max_pending_requests: int = 16,
         max_request_bytes: int = 4 << 20,
         retry_after_seconds: int = 1,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self.intake = intake
+        self.budget = budget
         self.metrics = intake.enricher.metrics
         self.max_pending_requests = max_pending_requests
         self.max_request_bytes = max_request_bytes
@@ -118,6 +121,9 @@ class OtlpGrpcReceiver:
                 ("grpc.max_receive_message_length", self.hard_cap_bytes),
                 ("grpc.max_send_message_length", 1 << 20),
                 ("grpc.so_reuseport", 0),
+                # No flow-control window growth: a stream buffers its 64 KiB lookahead, so
+                # RPCs waiting for a worker do not hold their whole messages.
+                ("grpc.http2.bdp_probe", 0),
             ],
         )
         handlers = [
@@ -144,6 +150,16 @@ class OtlpGrpcReceiver:
                 self.metrics.telemetry_rejected(signal, "grpc", "overloaded")
                 context.set_trailing_metadata(self._trailer)
                 context.abort(grpc.StatusCode.UNAVAILABLE, "overloaded; retry later")
+            lease = None
+            if self.budget is not None:
+                lease = self.budget.lease(len(raw))
+                if lease is None or not lease.grow_for(len(raw)):
+                    if lease is not None:
+                        lease.release()
+                    self.metrics.telemetry_rejected(signal, "grpc", "in_flight_bytes")
+                    context.set_trailing_metadata(self._trailer)
+                    context.abort(grpc.StatusCode.UNAVAILABLE,
+                                  "too many request bytes in flight; retry later")
             try:
                 result = self.intake.export_protobuf(signal, raw, "grpc")
                 return result.response.SerializeToString()
@@ -156,6 +172,9 @@ class OtlpGrpcReceiver:
                     _log.exception("codebook: OTLP/gRPC request failed")
                 self.metrics.telemetry_rejected(signal, "grpc", "internal_error")
                 context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            finally:
+                if lease is not None:
+                    lease.release()
             raise AssertionError("unreachable: context.abort raises")
 
         return export

@@ -10,6 +10,16 @@ task queue that cannot exceed one request per connection. When more than
 ``max_pending_requests`` complete requests wait for a worker, the receiver sheds load with
 ``503`` + ``Retry-After`` (retryable per the OTLP spec) instead of letting latency grow.
 
+Slow clients (slowloris): waitress's idle timeout restarts on every byte, so a client that
+dribbles one header byte every few seconds would hold its connection slot forever, and about
+``connection_limit`` of them deny every other client. Two bounds close that: each request
+must arrive whole (request line, headers and body) within ``read_timeout_seconds`` of its
+first byte, checked every second, or its connection is closed; and at ``connection_limit``
+the receiver closes the connection stalled longest (idle keep-alive silent for a second, or a
+request arriving for a second at under 16 KiB/s) instead of refusing to accept, so a valid
+client gets a slot as soon as it connects. A connection whose request is
+being processed or answered is never closed early.
+
 Protocol (OTLP/HTTP, opentelemetry-proto v1): protobuf (``application/x-protobuf``) and JSON
 (``application/json``: hex trace/span ids, integer enums, unknown fields ignored); request
 bodies identity, gzip or deflate; the reply in the request's encoding. Failures answer with a
@@ -42,6 +52,7 @@ from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from ..metrics import CodebookMetrics
+from .budget import InFlightBudget
 from .otlp import REQUEST_TYPES, MalformedRequest, OtlpIntake
 
 _log = logging.getLogger(__name__)
@@ -165,8 +176,10 @@ class OtlpHttpApp:
         max_pending_requests: int = 16,
         retry_after_seconds: int = 1,
         pending: Callable[[], int] = lambda: 0,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self.intake = intake
+        self.budget = budget
         self.metrics: CodebookMetrics = intake.enricher.metrics
         self.max_request_bytes = max_request_bytes
         self.max_pending_requests = max_pending_requests
@@ -196,13 +209,20 @@ class OtlpHttpApp:
                 as_json,
                 [("Retry-After", str(self.retry_after_seconds))],
             )
+        lease = None
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
             if length > self.max_request_bytes:
                 raise BadPayload(413, "too_large", f"body exceeds {self.max_request_bytes} bytes")
+            if self.budget is not None:
+                lease = self.budget.lease(length)
+                if lease is None:
+                    return self._over_budget(start_response, signal, as_json)
             raw = environ["wsgi.input"].read(length) if length > 0 else b""
             encoding = environ.get("HTTP_CONTENT_ENCODING", "").strip().lower()
             body = decompress(raw, encoding, self.max_request_bytes)
+            if lease is not None and not lease.grow_for(len(body)):
+                return self._over_budget(start_response, signal, as_json)
             if as_json:
                 request: Any = parse_json(signal, body)
                 result = self.intake.export(signal, request, "http", body, raw_is_protobuf=False)
@@ -216,6 +236,9 @@ class OtlpHttpApp:
             return self._error(start_response, exc.status, str(exc), as_json)
         except Exception:
             return self._internal(start_response, signal, as_json)
+        finally:
+            if lease is not None:
+                lease.release()
         try:
             if as_json:
                 reply = json_format.MessageToJson(result.response, indent=None).encode()
@@ -228,6 +251,18 @@ class OtlpHttpApp:
             [("Content-Type", JSON if as_json else PROTOBUF), ("Content-Length", str(len(reply)))],
         )
         return [reply]
+
+    def _over_budget(
+        self, start_response: StartResponse, signal: str, as_json: bool
+    ) -> list[bytes]:
+        self.metrics.telemetry_rejected(signal, "http", "in_flight_bytes")
+        return self._error(
+            start_response,
+            503,
+            "too many request bytes in flight; retry later",
+            as_json,
+            [("Retry-After", str(self.retry_after_seconds))],
+        )
 
     def _internal(self, start_response: StartResponse, signal: str, as_json: bool) -> list[bytes]:
         if not self._logged:
@@ -279,7 +314,77 @@ class _StatusErrorTask(ErrorTask):
 
 
 class _Channel(HTTPChannel):
+    """Records when the request being read began (``reading_since``, monotonic; None when no
+    request is partly read) and its bytes so far, for the read deadline and for eviction at
+    the connection limit."""
+
     error_task_class = _StatusErrorTask
+    reading_since: float | None = None
+    reading_bytes = 0
+
+    def received(self, data: bytes) -> bool:
+        before = self.request
+        result = super().received(data)
+        if self.request is None:
+            self.reading_since = None
+        elif self.request is not before or self.reading_since is None:
+            self.reading_since = time.monotonic()  # a new request began in this data
+            self.reading_bytes = len(data)
+        else:
+            self.reading_bytes += len(data)
+        return bool(result)
+
+    def stalled_since(self, now: float) -> float | None:
+        """Since when this connection has held a slot without a complete request to work on
+        and without data arriving at a useful rate: idle keep-alive silent for over
+        ``_EVICT_AFTER_SECONDS``, or a request arriving for that long at under
+        ``_MIN_READ_RATE`` bytes/s. None otherwise (a request in hand is never evicted)."""
+        if self.requests or self.total_outbufs_len or self.will_close:
+            return None
+        since = self.reading_since
+        if since is None:
+            since = now - (time.time() - self.last_activity)  # idle since its last byte
+        elif self.reading_bytes > _MIN_READ_RATE * (now - since):
+            return None  # still arriving at a useful rate
+        return since if since < now - _EVICT_AFTER_SECONDS else None
+
+
+_EVICT_AFTER_SECONDS = 1.0
+_MIN_READ_RATE = 16 << 10  # bytes/s: any real client on a network sends faster
+
+
+class _Server:
+    """What the receiver adds to waitress's server (mixed into the instance's class)."""
+
+    read_timeout_seconds: float = 10.0
+    _map: dict[int, Any]
+    adj: Any
+
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # type: ignore[misc]
+        cutoff = time.monotonic() - self.read_timeout_seconds
+        for channel in list(self._map.values()):
+            since = getattr(channel, "reading_since", None)
+            if since is not None and since < cutoff and not channel.requests:
+                channel.will_close = True  # closed by the I/O loop on its next pass
+
+    def readable(self) -> bool:
+        if len(self._map) >= self.adj.connection_limit:
+            self._evict_one()
+        return bool(super().readable())  # type: ignore[misc]
+
+    def _evict_one(self) -> None:
+        """Close the connection stalled longest (see ``_Channel.stalled_since``), if any, so
+        the next client can be accepted."""
+        now = time.monotonic()
+        victim, oldest = None, now
+        for channel in self._map.values():
+            if isinstance(channel, _Channel):
+                since = channel.stalled_since(now)
+                if since is not None and since < oldest:
+                    victim, oldest = channel, since
+        if victim is not None:
+            victim.will_close = True
 
 
 class OtlpHttpReceiver:
@@ -302,6 +407,8 @@ class OtlpHttpReceiver:
         max_pending_requests: int = 16,
         retry_after_seconds: int = 1,
         idle_timeout_seconds: int = 60,
+        read_timeout_seconds: float = 10.0,
+        budget: InFlightBudget | None = None,
     ) -> None:
         self._map: dict[int, Any] = {}
         self.app = OtlpHttpApp(
@@ -310,6 +417,7 @@ class OtlpHttpReceiver:
             max_pending_requests=max_pending_requests,
             retry_after_seconds=retry_after_seconds,
             pending=self._pending,
+            budget=budget,
         )
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # we count and shed
         server = create_server(
@@ -321,11 +429,15 @@ class OtlpHttpReceiver:
             connection_limit=max(1, connection_limit),
             max_request_body_size=max_request_bytes,
             channel_timeout=idle_timeout_seconds,
+            cleanup_interval=1,  # the read deadline's resolution
+            inbuf_overflow=64 << 10,  # larger bodies wait in a temporary file, not in memory
             asyncore_use_poll=True,
             ident="codebook",
             expose_tracebacks=False,
         )
         assert isinstance(server, BaseWSGIServer)
+        server.__class__ = type("CodebookWSGIServer", (_Server, type(server)), {})
+        server.read_timeout_seconds = read_timeout_seconds  # type: ignore[attr-defined]
         self._server = server
         server.channel_class = _Channel
         server.codebook_app = self.app  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from ..enrich import Enricher
 from ..metrics import CodebookMetrics
 from ..reload import MappingWatcher
 from ..server import MetricsServer, start_metrics_server
+from .budget import InFlightBudget, return_freed_memory
 from .config import Config, ConfigError, dump, load_config, parse_endpoint
 from .forwarder import Forwarder
 from .otlp import OtlpIntake
@@ -142,7 +143,9 @@ class Sidecar:
                 ca_file=f.ca_file or None,
                 insecure_skip_verify=f.insecure_skip_verify,
             )
-        self.intake = OtlpIntake(self.enricher, self.forwarder)
+        self.intake = OtlpIntake(
+            self.enricher, self.forwarder, count_enriched=cfg.receivers.count_enriched
+        )
         self.grpc: OtlpGrpcReceiver | None = None
         self.http: OtlpHttpReceiver | None = None
         self.webhooks: WebhookListener | None = None
@@ -166,6 +169,7 @@ class Sidecar:
     def start(self) -> dict[str, str]:
         """Bind every listener and start serving; returns the bound addresses by name."""
         r = self.cfg.receivers
+        budget = InFlightBudget(r.max_in_flight_bytes)  # shared by both receivers
         if self.forwarder is not None:
             self.forwarder.start()
         if r.grpc.enabled:
@@ -179,6 +183,7 @@ class Sidecar:
                 max_pending_requests=r.max_pending_requests,
                 max_request_bytes=r.max_request_bytes,
                 retry_after_seconds=r.retry_after_seconds,
+                budget=budget,
             ).start()
         if r.http.enabled:
             host, port = parse_endpoint(r.http.endpoint)
@@ -192,6 +197,8 @@ class Sidecar:
                 max_pending_requests=r.max_pending_requests,
                 retry_after_seconds=r.retry_after_seconds,
                 idle_timeout_seconds=r.http.idle_timeout_seconds,
+                read_timeout_seconds=r.http.read_timeout_seconds,
+                budget=budget,
             ).start()
         hooks = self.cfg.webhooks
         if hooks.endpoint:
@@ -319,6 +326,7 @@ def main(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             return 1
+    return_freed_memory()  # request buffers go back to the system (exporter/sidecar/budget.py)
     sidecar = Sidecar(cfg, web)  # MappingError propagates: the CLI prints every problem
     if getattr(args, "check_config", False):
         print(dump(cfg), end="")
@@ -345,8 +353,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"codebook: cannot listen: {exc}", file=sys.stderr)
             sidecar.stop()
             return 1
+        # The one "listening" line: JSON on stdout, the process contract (no log copy of it).
         print(json.dumps({"event": "listening", **addresses}), flush=True)
-        _log.info("codebook serve: listening %s", addresses)
         while not stop.is_set():
             stop.wait(0.2)
             if hup.is_set():

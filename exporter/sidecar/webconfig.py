@@ -48,6 +48,8 @@ import bcrypt
 import yaml
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from ..loader import yaml_problem
+
 _log = logging.getLogger(__name__)
 
 _TLS_KEYS = frozenset(
@@ -244,9 +246,7 @@ def load_web_config(path: str | Path) -> WebConfig:
     except OSError as exc:
         raise WebConfigError([f"{p}:1: (file): {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        raise WebConfigError([f"{p}:{line}: (yaml): {exc}"]) from None
+        raise WebConfigError([yaml_problem(str(p), exc, "(yaml)")]) from None
     cfg = WebConfig(path=str(p))
     if root is None:
         return cfg

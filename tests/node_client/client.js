@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // A real OpenTelemetry JS SDK client for the sidecar tests (tests/test_sidecar_node_clients.py).
 //
-//   node client.js --signal traces|metrics --endpoint URL
+//   node client.js --signal traces|metrics|logs --endpoint URL
 //                  --transport http/protobuf|http/json|grpc --compression none|gzip
 //                  --plan JSON [--run ID] [--partial-ok 1] [--temporality T]
 //
@@ -26,6 +26,12 @@
 //   metric exporter for the transport (--temporality cumulative, the default, or delta),
 //   then prints {"event": "flushed", "step": i}; before the next step it waits for a line
 //   on stdin.
+// logs: the plan is a list of record specs {body, severity, severityText, attrs, count, eventName}.
+//   Every record is emitted through LoggerProvider + BatchLogRecordProcessor and the official
+//   OTLP log exporter for the transport ("severity": a SeverityNumber, default 13 = WARN).
+//   After forceFlush and shutdown one JSON line is printed, {"event": "done", "logs": [...],
+//   "partialSuccess": [...]}: every record an export reported as delivered, as {body,
+//   severity, attrs}.
 //
 // Any failed export, any error or warning from the SDK's diagnostic logger and any error
 // reaching the global error handler is fatal: the failures are printed to stderr and the
@@ -45,6 +51,8 @@ const {
   PeriodicExportingMetricReader,
   AggregationTemporality,
 } = require('@opentelemetry/sdk-metrics');
+
+const { LoggerProvider, BatchLogRecordProcessor } = require('@opentelemetry/sdk-logs');
 
 const failures = [];
 // Partial-success replies, which the exporters report as a diag warning; fatal unless the
@@ -107,6 +115,12 @@ const METRIC_EXPORTERS = {
   'http/protobuf': ['@opentelemetry/exporter-metrics-otlp-proto', '/v1/metrics'],
   'http/json': ['@opentelemetry/exporter-metrics-otlp-http', '/v1/metrics'],
   grpc: ['@opentelemetry/exporter-metrics-otlp-grpc', ''],
+};
+
+const LOG_EXPORTERS = {
+  'http/protobuf': ['@opentelemetry/exporter-logs-otlp-proto', '/v1/logs'],
+  'http/json': ['@opentelemetry/exporter-logs-otlp-http', '/v1/logs'],
+  grpc: ['@opentelemetry/exporter-logs-otlp-grpc', ''],
 };
 
 function makeExporter(table, name, args, extra) {
@@ -276,10 +290,43 @@ async function sendMetrics(args) {
   await provider.shutdown();
 }
 
+async function sendLogs(args) {
+  const delivered = [];
+  const exporter = checked(makeExporter(LOG_EXPORTERS, 'OTLPLogExporter', args), delivered);
+  const provider = new LoggerProvider({
+    resource: resource(args),
+    processors: [
+      // This SDK's processors take one options object (the exporter is one of them).
+      new BatchLogRecordProcessor({ exporter, maxExportBatchSize: 64, scheduledDelayMillis: 60000 }),
+    ],
+  });
+  const logger = provider.getLogger('codebook-node-test', '1.0.0');
+  for (const spec of args.plan) {
+    for (let i = 0; i < (spec.count === undefined ? 1 : spec.count); i++) {
+      logger.emit({
+        body: spec.body,
+        severityNumber: spec.severity === undefined ? 13 : spec.severity,
+        severityText: spec.severityText,
+        attributes: spec.attrs || {},
+        eventName: spec.eventName,
+      });
+    }
+  }
+  await provider.forceFlush();
+  await provider.shutdown();
+  const logs = delivered.map((r) => ({
+    body: r.body,
+    severity: r.severityNumber,
+    attrs: r.attributes,
+  }));
+  process.stdout.write(`${JSON.stringify({ event: 'done', logs, partialSuccess: partials })}\n`);
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   if (args.signal === 'traces') await sendTraces(args);
   else if (args.signal === 'metrics') await sendMetrics(args);
+  else if (args.signal === 'logs') await sendLogs(args);
   else throw new Error(`unknown signal ${args.signal}`);
   if (partials.length && !args.partialOk) fail(`partial success: ${JSON.stringify(partials)}`);
 }

@@ -1,0 +1,360 @@
+"""HTTP-level hooks for providers reached with ``requests`` or ``httpx`` (Vonage, Braze).
+
+The HTTP client span of ``opentelemetry-instrumentation-requests`` / ``-httpx`` ends before
+the SDK returns, and a SpanProcessor never sees bodies, so the code has to be read while that
+span is still open. These hooks wrap the layer *below* those instrumentations, where their span
+is the current one whatever order the instrumentors were loaded in:
+``requests.adapters.HTTPAdapter.send`` (inside ``Session.send``) and httpcore's connection pools
+(inside ``httpx.HTTPTransport.handle_request`` and its async twin).
+
+An instrumentor registers a :data:`Matcher`; for a request it claims, the hook reads the
+(small, JSON) body, asks the matcher's ``extract`` for an :class:`Outcome` and writes it on the
+current span when that is a recording CLIENT span, else on a CLIENT span it starts around the
+request. Requests nobody claims cost one matcher call each. The hooks never raise their own
+errors and never change what the HTTP library returns or raises: a body they read is handed on
+intact (``requests`` caches it as it would; for httpx the stream is replayed).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry import context, trace
+from opentelemetry.instrumentation.utils import unwrap
+from opentelemetry.trace import Span, SpanKind, Tracer
+from wrapt import wrap_function_wrapper
+
+from ._common import (
+    MAX_BODY_BYTES,
+    Outcome,
+    http_attributes,
+    is_client_span,
+    mark_failed,
+    record,
+    warn_once,
+)
+
+# extract(status, body) -> Outcome | None; body is the decoded JSON document, or None when the
+# response had no readable JSON body.
+Extract = Callable[[int, Any], "Outcome | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """A matcher's claim on one request: the name of a span to start if needed, and how to read
+    the response."""
+
+    span_name: str
+    extract: Extract
+    tracer: Tracer
+
+
+# matcher(host, port, path) -> Interest | None; host lower-case without port.
+Matcher = Callable[[str, "int | None", str], "Interest | None"]
+
+_lock = threading.Lock()
+_matchers: tuple[Matcher, ...] = ()
+_wrapped: list[tuple[Any, str]] = []
+
+
+def register(matcher: Matcher) -> None:
+    """Claim requests with ``matcher``; the hooks are installed with the first matcher."""
+    global _matchers
+    with _lock:
+        if matcher in _matchers:
+            return
+        _matchers = (*_matchers, matcher)
+        if len(_matchers) == 1:
+            _install()
+
+
+def unregister(matcher: Matcher) -> None:
+    """Stop claiming requests with ``matcher``; the hooks go with the last matcher."""
+    global _matchers
+    with _lock:
+        if matcher not in _matchers:
+            return
+        _matchers = tuple(m for m in _matchers if m is not matcher)
+        if not _matchers:
+            for owner, name in reversed(_wrapped):
+                unwrap(owner, name)
+            _wrapped.clear()
+
+
+def _install() -> None:
+    try:
+        import requests.adapters
+    except ImportError:
+        pass
+    else:
+        wrap_function_wrapper(requests.adapters.HTTPAdapter, "send", _requests_send)
+        _wrapped.append((requests.adapters.HTTPAdapter, "send"))
+    try:
+        import httpcore
+    except ImportError:
+        pass
+    else:
+        wrap_function_wrapper(httpcore.ConnectionPool, "handle_request", _httpcore_send)
+        _wrapped.append((httpcore.ConnectionPool, "handle_request"))
+        wrap_function_wrapper(httpcore.AsyncConnectionPool, "handle_async_request",
+                              _httpcore_send_async)
+        _wrapped.append((httpcore.AsyncConnectionPool, "handle_async_request"))
+
+
+def _claim(host: str, port: int | None, path: str) -> Interest | None:
+    for matcher in _matchers:
+        interest = matcher(host, port, path)
+        if interest is not None:
+            return interest
+    return None
+
+
+class _Call:
+    """The span a claimed request's outcome goes on: the current CLIENT span, or one started
+    here (and made current, so lower instrumentations nest under it)."""
+
+    __slots__ = ("interest", "own", "target", "token")
+
+    def __init__(self, interest: Interest, method: str, host: str, port: int | None) -> None:
+        self.interest = interest
+        current = trace.get_current_span()
+        self.own: Span | None = None
+        self.token: object | None = None
+        if is_client_span(current):
+            self.target = current
+        else:
+            self.own = interest.tracer.start_span(
+                interest.span_name, kind=SpanKind.CLIENT,
+                attributes=http_attributes(method, host, port))
+            self.token = context.attach(trace.set_span_in_context(self.own))
+            self.target = self.own
+
+    def failed(self, exc: BaseException) -> None:
+        if self.own is not None:
+            mark_failed(self.own, exc)
+
+    def answered(self, status: int, body: bytes | None, encoding: str) -> None:
+        try:
+            outcome = self.interest.extract(status, _json(body, encoding))
+            if outcome is not None:
+                record(self.target, outcome)
+            if self.own is not None:
+                self.own.set_attribute("http.response.status_code", status)
+                if status >= 400 and outcome is None:
+                    self.own.set_attribute("error.type", str(status))
+        except Exception as exc:  # the hook never raises into the application
+            warn_once(self.interest.span_name, exc)
+
+    def close(self) -> None:
+        if self.token is not None:
+            context.detach(self.token)  # type: ignore[arg-type]
+        if self.own is not None:
+            self.own.end()
+
+
+def _start(interest: Interest, method: str, host: str, port: int | None) -> _Call | None:
+    try:
+        return _Call(interest, method, host, port)
+    except Exception as exc:  # a broken tracer provider must not break the call
+        warn_once(interest.span_name, exc)
+        return None
+
+
+def _json(body: bytes | None, encoding: str) -> Any:
+    if body is None:
+        return None
+    try:
+        if encoding in ("gzip", "x-gzip", "deflate"):
+            body = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(body, MAX_BODY_BYTES)
+        elif encoding not in ("", "identity"):
+            return None
+        return json.loads(body)
+    except (ValueError, zlib.error):
+        return None
+
+
+def _wanted(status: int, content_type: str, length: str | None) -> bool:
+    """Read the body only when it is a JSON answer of reasonable size (not a redirect)."""
+    if 300 <= status < 400 or "json" not in content_type.lower():
+        return False
+    if length is None:
+        return True
+    try:
+        return int(length) <= MAX_BODY_BYTES
+    except ValueError:
+        return False
+
+
+# ---- requests -----------------------------------------------------------------------------
+
+
+def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    if not _matchers:
+        return wrapped(*args, **kwargs)
+    try:
+        request = args[0] if args else kwargs["request"]
+        url = urlsplit(request.url)
+        host = (url.hostname or "").lower()
+        interest = _claim(host, url.port, url.path)
+        method = str(request.method)
+    except Exception as exc:
+        warn_once("requests hook", exc)
+        interest = None
+    call = _start(interest, method, host, url.port) if interest is not None else None
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        try:
+            status = int(response.status_code)
+            stream = kwargs.get("stream", args[1] if len(args) > 1 else False)
+            headers: Mapping[str, str] = response.headers
+            wanted = not stream and _wanted(status, headers.get("Content-Type", ""),
+                                            headers.get("Content-Length"))
+        except Exception as exc:  # not a requests.Response as HTTPAdapter makes them
+            warn_once("requests hook", exc)
+            return response
+        # Session.send reads the body right after this returns (stream=False): reading it here
+        # only moves that read into the HTTP span; its errors are the SDK's own.
+        body = response.content if wanted else None
+        # requests has already undone Content-Encoding.
+        call.answered(status, body, "")
+        return response
+    finally:
+        call.close()
+
+
+# ---- httpx (httpcore) -----------------------------------------------------------------------
+
+
+def _httpcore_claim(request: Any) -> tuple[Interest, str, str, int | None] | None:
+    url = request.url
+    host = bytes(url.host).decode("ascii", "replace").lower()
+    port = url.port
+    path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
+    interest = _claim(host, port, path)
+    if interest is None:
+        return None
+    return interest, bytes(request.method).decode("ascii", "replace"), host, port
+
+
+def _header(headers: Any, name: bytes) -> str | None:
+    for key, value in headers:
+        if bytes(key).lower() == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+class _Replay:
+    """An httpcore response stream whose bytes were read ahead: yields them, closes the original
+    (which releases the connection) when httpx closes it."""
+
+    def __init__(self, data: bytes, original: Any) -> None:
+        self._data = data
+        self._original = original
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self._data:
+            yield self._data
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        if self._data:
+            yield self._data
+
+    def close(self) -> None:
+        self._original.close()
+
+    async def aclose(self) -> None:
+        await self._original.aclose()
+
+
+def _prepare(request: Any) -> _Call | None:
+    if not _matchers:
+        return None
+    try:
+        claimed = _httpcore_claim(request)
+    except Exception as exc:
+        warn_once("httpx hook", exc)
+        return None
+    return None if claimed is None else _start(*claimed)
+
+
+def _read_ahead(response: Any) -> tuple[int, bool, str] | None:
+    """(status, read the body?, content encoding), or None for a response of unknown shape."""
+    try:
+        status = int(response.status)
+        wanted = _wanted(status, _header(response.headers, b"content-type") or "",
+                         _header(response.headers, b"content-length"))
+        encoding = (_header(response.headers, b"content-encoding") or "").strip().lower()
+    except Exception as exc:
+        warn_once("httpx hook", exc)
+        return None
+    return status, wanted, encoding
+
+
+def _httpcore_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    call = _prepare(args[0] if args else kwargs.get("request"))
+    if call is None:
+        return wrapped(*args, **kwargs)
+    try:
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        shape = _read_ahead(response)
+        if shape is None:
+            return response
+        status, wanted, encoding = shape
+        body = None
+        if wanted:
+            original = response.stream
+            try:
+                body = b"".join(original)
+            except BaseException:
+                original.close()
+                raise
+            response.stream = _Replay(body, original)
+        call.answered(status, body, encoding)
+        return response
+    finally:
+        call.close()
+
+
+async def _httpcore_send_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+    call = _prepare(args[0] if args else kwargs.get("request"))
+    if call is None:
+        return await wrapped(*args, **kwargs)
+    try:
+        try:
+            response = await wrapped(*args, **kwargs)
+        except BaseException as exc:
+            call.failed(exc)
+            raise
+        shape = _read_ahead(response)
+        if shape is None:
+            return response
+        status, wanted, encoding = shape
+        body = None
+        if wanted:
+            original = response.stream
+            try:
+                body = b"".join([part async for part in original])
+            except BaseException:
+                await original.aclose()
+                raise
+            response.stream = _Replay(body, original)
+        call.answered(status, body, encoding)
+        return response
+    finally:
+        call.close()
