@@ -12,9 +12,12 @@ Classification (which source a code resolves in):
 
 - ``Microsoft.Communication.SMSDeliveryReportReceived`` -> ``azure.acs.sms``. The code is the
   first 4-digit ACS SMS code (2000, 4xxx, 5xxx, 9999) found in ``deliveryStatusDetails``
-  (leading or embedded); without one the detail text itself is the code (an overlay mapping or
-  an entry ``name`` may know it), else it resolves ``unmapped``. Nothing is inferred from
-  ``deliveryStatus``.
+  (leading or embedded). Without one, the text is looked up among the source's entry
+  ``name`` s (Microsoft's English messages, e.g. ``Message blocked by Destination carrier.`` ->
+  4005), compared by :func:`fold_text` (case, runs of space, a trailing period); an entry
+  (overlay) whose code is the text itself wins; else the text is the code and resolves
+  ``unmapped`` (its ``provider_codes_total`` label is ``_OTHER``). Nothing is guessed, nothing
+  is inferred from ``deliveryStatus``.
 - A ``Microsoft.Communication.*`` event whose data carries ``resultInformation`` (Call
   Automation, through Event Grid or the callback URL): ``CallDisconnected`` resolves in
   ``azure.acs.calling`` (the seed's call-end code/subcode table: 0/7000, 5300, 540000,
@@ -189,6 +192,22 @@ def sms_code(details: Any) -> str | None:
     return _sms_code(details)
 
 
+def fold_text(text: str) -> str:
+    """A delivery-status text folded for comparing with an entry ``name``: runs of space to
+    one, case folded, a typographic apostrophe as ``'``, a trailing period dropped.
+    """
+    return " ".join(text.replace("\u2019", "'").split()).casefold().rstrip(".").rstrip()
+
+
+def sms_names(book: Codebook) -> dict[str, str]:
+    """``azure.acs.sms`` entry names (folded) -> code, for names that stand for one code."""
+    seen: dict[str, set[str]] = {}
+    for rule in book.rules(SOURCE_SMS):
+        if rule.name and rule.code and not rule.pattern:
+            seen.setdefault(fold_text(rule.name), set()).add(rule.code)
+    return {name: codes.pop() for name, codes in seen.items() if name and len(codes) == 1}
+
+
 _SMS_CACHE_SIZE = 1024
 _sms_codes: dict[str, str] = {}
 
@@ -226,6 +245,20 @@ class EventParser:
 
     def __init__(self, book: Callable[[], Codebook]) -> None:
         self._book = book
+        self._sms_names: tuple[Codebook, dict[str, str]] | None = None
+
+    def _sms_text_code(self, text: str) -> str:
+        """The ``azure.acs.sms`` code whose entry ``name`` is ``text`` (:func:`fold_text`
+        equal), else ``text`` itself (an entry or overlay whose code is the text, or unmapped).
+        """
+        book = self._book()
+        names = self._sms_names
+        if names is None or names[0] is not book:  # a reload: read the names again
+            names = self._sms_names = (book, sms_names(book))
+        code = names[1].get(fold_text(text))
+        if code is None or book.resolve(SOURCE_SMS, text).match is Match.EXACT:
+            return text
+        return code
 
     # -- Azure ---------------------------------------------------------------------------------
 
@@ -316,6 +349,8 @@ class EventParser:
             )
             if code is None:
                 raise BadEvent("data.deliveryStatusDetails is missing or empty")
+            if not code.isdigit():  # no code in the details: the text may name one
+                code = self._sms_text_code(code)
             return _event((event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids)))
         if not kind.startswith(_ACS_PREFIX):
             return Event(event_type, key, ids=tuple(ids), time_text=when)
