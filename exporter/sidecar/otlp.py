@@ -341,17 +341,21 @@ class OtlpIntake:
         """Count the request, build the reply, hand the accepted items to the forwarder."""
         metrics = self.enricher.metrics
         total = accepted + rejected
-        if total:
-            metrics.telemetry_received(signal, transport, total)
-        if rejected:
-            metrics.telemetry_rejected(signal, transport, "invalid_item", rejected)
+        forwarding = self.forwarder is not None and accepted
+        if not forwarding:  # else submit counts them with the enqueue, in one step
+            if total:
+                metrics.telemetry_received(signal, transport, total)
+            if rejected:
+                metrics.telemetry_rejected(signal, transport, "invalid_item", rejected)
         response = RESPONSE_TYPES[signal]()
         if rejected:
             partial: Any = response.partial_success
             setattr(partial, _REJECTED_FIELD[signal], rejected)
             partial.error_message = message
         if self.forwarder is not None and accepted:
-            self.forwarder.submit(signal, forward, accepted)
+            self.forwarder.submit(
+                signal, forward, accepted, transport=transport, rejected=rejected
+            )
         return IntakeResult(accepted, rejected, response)
 
     def _traces_wire(self, raw: bytes) -> tuple[bytes, int, int] | None:
