@@ -6,6 +6,7 @@ import http.server
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,19 +17,45 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from pki import Pki
 
+# What a scripted upstream does with one request: None accepts it, a gRPC status code fails
+# it with that code, an int accepts it but rejects that many spans (OTLP partial success).
+Outcome = grpc.StatusCode | int | None
+
 
 class GrpcUpstream:
-    """A tiny OTLP/gRPC trace receiver that keeps every request it gets (TLS with ``pki``)."""
+    """A tiny OTLP/gRPC trace receiver that keeps every request it accepts (TLS with ``pki``).
 
-    def __init__(self, pki: Pki | None = None) -> None:
+    ``script`` (settable at any time) decides each request's :data:`Outcome`; ``port`` binds
+    a given port (a restarted upstream at the same address).
+    """
+
+    def __init__(
+        self,
+        pki: Pki | None = None,
+        *,
+        script: Callable[[ExportTraceServiceRequest], Outcome] | None = None,
+        port: int = 0,
+    ) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
+        self.script = script
+        self.refused = 0
         self._lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            req = ExportTraceServiceRequest.FromString(raw)
+            outcome = None if self.script is None else self.script(req)
+            if isinstance(outcome, grpc.StatusCode):
+                with self._lock:
+                    self.refused += 1
+                context.abort(outcome, "scripted failure")
+            resp = ExportTraceServiceResponse()
+            if isinstance(outcome, int) and outcome:
+                resp.partial_success.rejected_spans = outcome
+                resp.partial_success.error_message = "scripted partial success"
             with self._lock:
-                self.requests.append(ExportTraceServiceRequest.FromString(raw))
-            return ExportTraceServiceResponse().SerializeToString()
+                self.requests.append(req)
+            return resp.SerializeToString()
 
         handler = grpc.method_handlers_generic_handler(
             "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -36,13 +63,16 @@ class GrpcUpstream:
         )
         self.server.add_generic_rpc_handlers([handler])
         if pki is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         else:
             creds = grpc.ssl_server_credentials(
                 [(pki.server_key.read_bytes(), pki.server_crt.read_bytes())]
             )
-            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", creds)
         self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
 
     def spans(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sqlite3
 import threading
 import zlib
@@ -168,7 +169,10 @@ class DiskQueue(MemoryQueue):
         self.path = Path(directory) / DB_NAME
         self._db_lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Telemetry is private: the database (and the -wal/-shm files SQLite creates
+            # with its mode) is readable by the sidecar's user only.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
             self._db = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=30
             )
