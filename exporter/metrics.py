@@ -194,8 +194,8 @@ class CodebookMetrics:
         self._redelivered = _Family(
             "codebook_forward_redelivered_total",
             "counter",
-            "Items replayed from the persistent queue after a restart that had already been "
-            "sent once, so the upstream may see them twice (at-least-once).",
+            "Items replayed from the persistent queue after a restart that may already have "
+            "reached the upstream (the request in flight when the process ended).",
             ("signal",),
         )
         self._self = (

@@ -212,7 +212,8 @@ def test_first_failure_is_logged_at_once_then_rate_limited(tmp_path: Path) -> No
         # drop, and summaries at most every 30 s.
         lines = [ln for ln in log.splitlines() if "codebook: " in ln and "forward" in ln]
         assert 2 <= len(lines) <= 4, lines
-        assert re.search(r"dropped 1 item\(s\) bound for \S+ \(reason=upstream_error: gRPC UNAVAILABLE", log)
+        first_drop = r"dropped 1 item\(s\) bound for \S+ \(reason=upstream_error: gRPC UNAVAILABLE"
+        assert re.search(first_drop, log)
 
 
 def test_sigterm_with_a_backlog_logs_and_counts_what_it_could_not_send(tmp_path: Path) -> None:

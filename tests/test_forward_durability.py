@@ -178,17 +178,19 @@ def test_queue_is_fifo_and_bounded_by_requests_and_bytes(kind: str, tmp_path: Pa
     q.close()
 
 
-def test_disk_queue_replays_in_order_and_marks_attempted(tmp_path: Path) -> None:
+def test_disk_queue_replays_in_order_oldest_in_flight(tmp_path: Path) -> None:
     q = DiskQueue(tmp_path, 10, 1 << 20)
-    for i in range(3):
+    for i in range(4):
         assert q.put("traces", bytes([i]) * 10, i + 1) is not None
     head = q.head()
-    assert head is not None
-    q.attempted(head)
+    assert head is not None and q.remove(head)  # delivered: gone for good
     q.close()
     again = DiskQueue(tmp_path, 10, 1 << 20)
-    assert [(e.items, e.attempts) for e in again.replayed.entries] == [(1, 1), (2, 0), (3, 0)]
+    assert [e.items for e in again.replayed.entries] == [2, 3, 4]
+    assert again.replayed.in_flight is again.replayed.entries[0]
     assert again.replayed.corrupt == []
+    head = again.head()
+    assert head is not None and head.body == bytes([1]) * 10
     assert again.take_all() == []  # a persistent queue keeps its entries on shutdown
     assert again.stats() == (3, 30)
     again.close()

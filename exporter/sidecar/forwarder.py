@@ -456,7 +456,7 @@ class Forwarder:
                 received=("replay", e.items),
                 queued=e.items,
                 queued_bytes=e.size,
-                redelivered=e.items if e.attempts else 0,
+                redelivered=e.items if e is replay.in_flight else 0,
             )
         for e in replay.corrupt:
             signal = e.signal if e.signal in SIGNALS else "traces"
@@ -572,10 +572,6 @@ class Forwarder:
         started = time.monotonic()
         backoff = self.initial_backoff_seconds
         body = entry.body or b""
-        try:
-            self._queue.attempted(entry)
-        except Exception as exc:
-            _log.error("codebook: cannot update the forward queue: %s", exc)
         while True:
             try:
                 reply = self._upstream.send(entry.signal, body)

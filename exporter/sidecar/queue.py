@@ -22,9 +22,10 @@ fsync policy (``forward.queue_sync``):
 - ``full``: ``PRAGMA synchronous=FULL``: every commit is fsynced; survives power loss, at one
   fsync per request.
 
-Replay: :class:`DiskQueue` loads the entries left by the previous process when it opens;
-entries that had already been handed to the upstream at least once (``attempts > 0``) may
-be delivered twice (at-least-once) and are reported as such.
+Replay: :class:`DiskQueue` loads the entries left by the previous process when it opens.
+Only the oldest entry can have been in flight (the sender sends one request at a time, oldest
+first, and deletes it once the upstream answered), so only it may reach the upstream twice
+(at-least-once); :attr:`Replay.in_flight` names it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ from pathlib import Path
 
 DB_NAME = "queue.db"
 SYNC_MODES = ("normal", "full")
+# Bodies a DiskQueue also keeps in memory (newest requests, until sent) so the sender does
+# not read back what was just written; older ones are read from disk when their turn comes.
+CACHE_BYTES = 16 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS queue (
@@ -47,7 +51,6 @@ CREATE TABLE IF NOT EXISTS queue (
     signal TEXT NOT NULL,
     items INTEGER NOT NULL,
     crc INTEGER NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
     body BLOB NOT NULL
 )
 """
@@ -61,16 +64,24 @@ class Entry:
     signal: str
     items: int
     size: int
-    attempts: int = 0
     body: bytes | None = None
+    cached: bool = False  # DiskQueue: body kept in memory since put
 
 
 @dataclass
 class Replay:
-    """What a :class:`DiskQueue` found on open: entries kept, and entries that were corrupt."""
+    """What a :class:`DiskQueue` found on open: entries kept, and entries that were corrupt.
+
+    ``in_flight`` is the oldest kept entry: the one the previous process may have been
+    sending when it ended, hence a possible duplicate (None when nothing was kept).
+    """
 
     entries: list[Entry]
     corrupt: list[Entry]
+
+    @property
+    def in_flight(self) -> Entry | None:
+        return self.entries[0] if self.entries else None
 
 
 class QueueError(RuntimeError):
@@ -98,7 +109,7 @@ class MemoryQueue:
         with self._lock:
             if not self._fits(len(body)):
                 return None
-            entry = Entry(self._next_id, signal, items, len(body), 0, body)
+            entry = Entry(self._next_id, signal, items, len(body), body)
             self._next_id += 1
             self._entries.append(entry)
             self._bytes += entry.size
@@ -108,10 +119,6 @@ class MemoryQueue:
         """The oldest entry with its body, or None when empty."""
         with self._lock:
             return self._entries[0] if self._entries else None
-
-    def attempted(self, entry: Entry) -> None:
-        """Note that ``entry`` is about to be sent for the first time."""
-        entry.attempts += 1
 
     def remove(self, entry: Entry) -> bool:
         """Delete ``entry`` (delivered or given up); False when it was no longer queued."""
@@ -153,7 +160,8 @@ class MemoryQueue:
 class DiskQueue(MemoryQueue):
     """The same queue kept in ``<directory>/queue.db``; see the module docstring.
 
-    Entry metadata stays in memory (for bounds and the head); bodies live only on disk.
+    Entry metadata stays in memory (for bounds and the head); bodies live on disk, and the
+    ones written by this process also in memory up to :data:`CACHE_BYTES` until sent.
     Opening creates the directory and the database if needed and loads what is there; raises
     :class:`QueueError` when that fails.
     """
@@ -164,6 +172,8 @@ class DiskQueue(MemoryQueue):
         self, directory: str | Path, max_requests: int, max_bytes: int, sync: str = "normal"
     ) -> None:
         super().__init__(max_requests, max_bytes)
+        self.cache_bytes = min(self.max_bytes, CACHE_BYTES)
+        self._cached = 0
         if sync not in SYNC_MODES:
             raise ValueError(f"queue sync {sync!r} is not one of {', '.join(SYNC_MODES)}")
         self.path = Path(directory) / DB_NAME
@@ -189,13 +199,11 @@ class DiskQueue(MemoryQueue):
         kept: list[Entry] = []
         corrupt: list[Entry] = []
         rows = self._db.execute(
-            "SELECT id, signal, items, crc, attempts, body FROM queue ORDER BY id"
+            "SELECT id, signal, items, crc, body FROM queue ORDER BY id"
         )
-        for rid, signal, items, crc, attempts, body in rows:
+        for rid, signal, items, crc, body in rows:
             ok = isinstance(body, bytes) and zlib.crc32(body) == crc
-            entry = Entry(
-                int(rid), str(signal), max(0, int(items)), len(body or b""), int(attempts)
-            )
+            entry = Entry(int(rid), str(signal), max(0, int(items)), len(body or b""))
             if ok and signal in ("traces", "metrics", "logs"):
                 kept.append(entry)
             else:
@@ -225,6 +233,9 @@ class DiskQueue(MemoryQueue):
                 with self._lock:
                     self._entries.append(entry)
                     self._bytes += entry.size
+                    if self._cached + entry.size <= self.cache_bytes:
+                        entry.body, entry.cached = body, True  # the sender need not read it back
+                        self._cached += entry.size
         except sqlite3.Error as exc:
             raise QueueError(f"{self.path}: cannot write the forward queue: {exc}") from exc
         return entry
@@ -239,16 +250,12 @@ class DiskQueue(MemoryQueue):
         entry.body = bytes(row[0]) if row is not None else b""
         return entry
 
-    def attempted(self, entry: Entry) -> None:
-        """Record the first send attempt on disk: a replay then knows it may be a duplicate."""
-        entry.attempts += 1
-        if entry.attempts == 1:
-            with self._db_lock:
-                self._db.execute("UPDATE queue SET attempts = 1 WHERE id = ?", (entry.id,))
-
     def remove(self, entry: Entry) -> bool:
         """Delete ``entry`` from disk and memory; False when it was no longer queued."""
         removed = super().remove(entry)  # from memory first: a failed DELETE cannot loop
+        if removed and entry.cached:
+            with self._lock:
+                self._cached -= entry.size
         entry.body = None
         with self._db_lock:
             self._db.execute("DELETE FROM queue WHERE id = ?", (entry.id,))
