@@ -335,6 +335,7 @@ def _sidecar_metrics_body() -> str:
     metrics.telemetry_rejected("traces", "http", "malformed")
     metrics.telemetry_forwarded("traces")
     metrics.telemetry_dropped("traces", "queue_full")
+    metrics.forward_account("traces", queued=1, queued_bytes=100, redelivered=1)
     # The app the sidecar's /metrics server runs, with the sidecar's metrics and registry.
     app = make_wsgi_app(metrics, sidecar.registry)
     status: list[str] = []
