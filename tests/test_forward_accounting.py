@@ -272,3 +272,40 @@ def test_readyz_follows_the_queue_and_healthz_does_not(tmp_path: Path) -> None:
             assert ledger(sidecar)["forwarded"] == 3
     finally:
         upstream.close()
+
+
+def test_forward_queue_defaults() -> None:
+    from exporter.sidecar.config import load_config
+
+    cfg = load_config(env={})
+    assert (cfg.forward.queue_dir, cfg.forward.queue_sync) == ("", "normal")  # memory only
+    assert cfg.forward.ready_max_queue_fraction == 0.9
+
+
+@pytest.mark.parametrize(
+    ("forward", "message"),
+    [
+        ({"ready_max_queue_fraction": 1.5}, "forward.ready_max_queue_fraction: 1.5 is above 1"),
+        ({"ready_max_queue_fraction": -0.1}, "forward.ready_max_queue_fraction: -0.1 is below"),
+        ({"queue_sync": "always"}, "forward.queue_sync: 'always' is not one of normal, full"),
+        ({"queue_dir": "FILE"}, "forward.queue_dir: 'FILE': not a directory"),
+        ({"queue_dri": "/x"}, "forward.queue_dri: unknown key (did you mean 'queue_dir'?)"),
+    ],
+    ids=["fraction-high", "fraction-negative", "sync", "dir-is-file", "typo"],
+)
+def test_forward_queue_config_errors(
+    tmp_path: Path, forward: dict[str, object], message: str
+) -> None:
+    import yaml
+
+    from exporter.sidecar.config import ConfigError, load_config
+
+    file = tmp_path / "file"
+    file.write_text("")
+    forward = {k: (str(file) if v == "FILE" else v) for k, v in forward.items()}
+    message = message.replace("'FILE'", repr(str(file)))
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"forward": forward}))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, env={})
+    assert any(message in problem for problem in err.value.problems), err.value.problems

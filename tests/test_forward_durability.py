@@ -37,17 +37,20 @@ def _names(i: int) -> list[str]:
     return [f"req{i}-span{j}" for j in range(SPANS_PER_REQUEST)]
 
 
-def _fill_then_kill(tmp_path: Path, port: int, queue_dir: Path) -> None:
-    """Upstream down: accept every request into the disk queue, then SIGKILL the sidecar."""
-    sidecar = SidecarProcess(tmp_path, _config(port, queue_dir))
+def _fill_then_kill(
+    tmp_path: Path, port: int, queue_dir: Path, sig: signal.Signals = signal.SIGKILL
+) -> SidecarProcess:
+    """Upstream down: accept every request into the disk queue, then stop the sidecar."""
+    sidecar = SidecarProcess(tmp_path, {**_config(port, queue_dir), "shutdown_timeout_seconds": 1})
     with sidecar:
         for i in range(N_REQUESTS):
             assert _post(sidecar, _request(_names(i))) == 200
         led = ledger(sidecar)
         assert led["queued"] == N_REQUESTS * SPANS_PER_REQUEST and balanced(led)
         assert sidecar.proc is not None
-        sidecar.proc.send_signal(signal.SIGKILL)
-        sidecar.proc.wait(10)
+        sidecar.proc.send_signal(sig)
+        assert sidecar.proc.wait(10) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
+    return sidecar
 
 
 def _received_names(upstream: GrpcUpstream) -> list[str]:
@@ -61,10 +64,13 @@ def _received_names(upstream: GrpcUpstream) -> list[str]:
 
 
 @pytest.mark.slow
-def test_kill_9_then_restart_delivers_every_span(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_stop_then_restart_delivers_every_span(tmp_path: Path, sig: signal.Signals) -> None:
     port = _free_port()
     queue_dir = tmp_path / "queue"
-    _fill_then_kill(tmp_path, port, queue_dir)
+    first = _fill_then_kill(tmp_path, port, queue_dir, sig)
+    if sig == signal.SIGTERM:
+        assert "20 request(s) left in the persistent forward queue" in first.log()
     sent = {n for i in range(N_REQUESTS) for n in _names(i)}
     upstream = GrpcUpstream(port=port)
     try:

@@ -365,7 +365,7 @@ class _OutageLog:
         with self._lock:
             if self._failing:
                 self._failing = False
-                _log.warning(
+                _log.info(
                     "codebook: forwarding to %s recovered after %d failed attempt(s)",
                     self.endpoint,
                     self._outage_attempts,
