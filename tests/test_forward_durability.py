@@ -217,3 +217,12 @@ def test_disk_queue_files_are_private(tmp_path: Path) -> None:
         q.close()
     finally:
         os.umask(old)
+
+
+def test_one_process_per_queue_dir(tmp_path: Path) -> None:
+    """A second opener (another replica on a shared volume) is refused, not replaying twice."""
+    first = DiskQueue(tmp_path, 4, 1024)
+    with pytest.raises(QueueError, match="in use by another codebook process"):
+        DiskQueue(tmp_path, 4, 1024)
+    first.close()
+    DiskQueue(tmp_path, 4, 1024).close()

@@ -22,6 +22,10 @@ fsync policy (``forward.queue_sync``):
 - ``full``: ``PRAGMA synchronous=FULL``: every commit is fsynced; survives power loss, at one
   fsync per request.
 
+One process per queue: :class:`DiskQueue` holds an exclusive ``flock`` on ``queue.lock`` in
+the directory while open (released by the kernel however the process ends), so a second
+sidecar pointed at the same directory is refused instead of replaying the same entries.
+
 Replay: :class:`DiskQueue` loads the entries left by the previous process when it opens.
 Only the oldest entry can have been in flight (the sender sends one request at a time, oldest
 first, and deletes it once the upstream answered), so only it may reach the upstream twice
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
 import os
 import sqlite3
 import threading
@@ -40,6 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB_NAME = "queue.db"
+LOCK_NAME = "queue.lock"
 SYNC_MODES = ("normal", "full")
 # Bodies a DiskQueue also keeps in memory (newest requests, until sent) so the sender does
 # not read back what was just written; older ones are read from disk when their turn comes.
@@ -180,6 +186,16 @@ class DiskQueue(MemoryQueue):
         self._db_lock = threading.Lock()
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # One process per queue: two replaying the same entries would send them twice.
+            self._lock_fd = os.open(self.path.parent / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(self._lock_fd)
+                raise QueueError(
+                    f"{self.path.parent}: in use by another codebook process (each sidecar "
+                    "needs its own forward.queue_dir)"
+                ) from None
             # Telemetry is private: the database (and the -wal/-shm files SQLite creates
             # with its mode) is readable by the sidecar's user only.
             os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
@@ -271,3 +287,4 @@ class DiskQueue(MemoryQueue):
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+        os.close(self._lock_fd)  # releases the lock
