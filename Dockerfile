@@ -1,3 +1,4 @@
+# syntax=docker/dockerfile:1
 # The Codebook sidecar image: `codebook serve` (OTLP in on 4317/4318, /metrics on 9464).
 #
 #   docker build -t codebook-exporter:0.1.0 .

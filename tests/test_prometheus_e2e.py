@@ -124,6 +124,7 @@ def _feed(codebook: Codebook, stop: threading.Event) -> None:
         metrics.telemetry_forwarded("traces", len(codes) - 1)
         metrics.telemetry_dropped("traces", "queue_full")
         metrics.telemetry_rejected("traces", "grpc", "malformed")
+        metrics.forward_account("traces", queued=1, queued_bytes=100)
         tick += 1
         stop.wait(0.25)
     provider.shutdown()
