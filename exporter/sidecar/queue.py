@@ -46,6 +46,7 @@ from pathlib import Path
 
 DB_NAME = "queue.db"
 LOCK_NAME = "queue.lock"
+WAL_CHECKPOINT_PAGES = 4096
 SYNC_MODES = ("normal", "full")
 # Bodies a DiskQueue also keeps in memory (newest requests, until sent) so the sender does
 # not read back what was just written; older ones are read from disk when their turn comes.
@@ -206,6 +207,10 @@ class DiskQueue(MemoryQueue):
             if str(mode).lower() != "wal":
                 raise QueueError(f"{self.path}: cannot use WAL mode (got {mode!r})")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
+            # Checkpoint (the fsync of ``normal``) every ~16 MiB of WAL rather than 4 MiB, and
+            # truncate the WAL back to that size afterwards.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_CHECKPOINT_PAGES * 4096}")
             self._db.execute(_SCHEMA)
             self.replayed = self._load()
         except (sqlite3.Error, OSError) as exc:
