@@ -92,10 +92,20 @@ class GrpcUpstream:
 class HttpUpstream:
     """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests.
 
-    With ``pki`` it serves HTTPS with that CA's server certificate.
+    With ``pki`` it serves HTTPS with that CA's server certificate. ``status`` (another final
+    status, e.g. 400) and ``rejected`` (spans a 200's ``partial_success`` rejects) script the
+    answers after that.
     """
 
-    def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
+    def __init__(
+        self,
+        refuse: int = 0,
+        retry_after: int = 1,
+        pki: Pki | None = None,
+        *,
+        status: int = 200,
+        rejected: int = 0,
+    ) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
         outer = self
@@ -110,11 +120,18 @@ class HttpUpstream:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                outer.bodies.append(body)
-                self.send_response(200)
+                reply = b""
+                if status == 200:
+                    outer.bodies.append(body)
+                    resp = ExportTraceServiceResponse()
+                    if rejected:
+                        resp.partial_success.rejected_spans = rejected
+                    reply = resp.SerializeToString()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
+                self.wfile.write(reply)
 
             def log_message(self, *args: Any) -> None:
                 pass

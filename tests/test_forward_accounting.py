@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from otlp_upstream import GrpcUpstream, Outcome
+from otlp_upstream import GrpcUpstream, HttpUpstream, Outcome
 from sidecar_proc import SidecarProcess, wait_for
 
 pytestmark = pytest.mark.slow
@@ -186,6 +186,31 @@ def test_partial_success_counts_exactly_what_the_upstream_rejected(tmp_path: Pat
             assert _dropped(sidecar, "rejected_by_upstream") == 10
             assert sidecar.value("codebook_telemetry_forwarded_total", signal="traces") == 10
             assert balanced(ledger(sidecar))
+    finally:
+        upstream.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "rejected", "forwarded", "refused"),
+    [(200, 0, 20, 0), (200, 3, 5, 15), (400, 0, 0, 20), (413, 0, 0, 20)],
+    ids=["ok", "partial-success", "bad-request", "too-large"],
+)
+def test_http_upstream_outcomes_are_counted(
+    tmp_path: Path, status: int, rejected: int, forwarded: int, refused: int
+) -> None:
+    """OTLP/HTTP: partial success and permanent 4xx are rejected_by_upstream, never retried."""
+    upstream = HttpUpstream(status=status, rejected=rejected)
+    config = {"forward": {"endpoint": f"http://127.0.0.1:{upstream.port}",
+                          "protocol": "http/protobuf"}}
+    try:
+        with SidecarProcess(tmp_path, config) as sidecar:
+            for i in range(5):
+                assert _post(sidecar, _request([f"h{i}-{j}" for j in range(4)])) == 200
+            led = wait_for(lambda: (lambda x: x if x["queued"] == 0 else None)(ledger(sidecar)))
+            assert balanced(led)
+            assert led["forwarded"] == forwarded
+            assert _dropped(sidecar, "rejected_by_upstream") == refused
+            assert len(upstream.times) == 5  # one attempt each: nothing here is retryable
     finally:
         upstream.close()
 
