@@ -226,3 +226,24 @@ def test_one_process_per_queue_dir(tmp_path: Path) -> None:
         DiskQueue(tmp_path, 4, 1024)
     first.close()
     DiskQueue(tmp_path, 4, 1024).close()
+
+
+def test_check_config_does_not_touch_the_queue(tmp_path: Path) -> None:
+    """--check-config validates without opening (or locking) the persistent queue."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    queue_dir = tmp_path / "queue"
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"forward": {"endpoint": "127.0.0.1:4317",
+                                                  "queue_dir": str(queue_dir)}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--config", str(config), "--check-config"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f"queue_dir: {queue_dir}" in proc.stdout
+    assert "ready_max_queue_fraction: 0.9" in proc.stdout
+    assert not queue_dir.exists()

@@ -378,8 +378,8 @@ class Forwarder:
     """Sends accepted telemetry upstream; see the module docstring for the contract.
 
     ``queue_dir`` (empty: memory only) keeps the queue in a :class:`~.queue.DiskQueue` there,
-    replayed when the forwarder is built; raises :class:`~.queue.QueueError` when it cannot
-    be opened.
+    opened and replayed by :meth:`start` (building a forwarder touches no disk, so
+    ``--check-config`` does not take the queue's lock).
     """
 
     def __init__(
@@ -435,18 +435,16 @@ class Forwarder:
             raise ValueError(f"forward protocol {protocol!r} is not grpc or http/protobuf")
         for signal in SIGNALS:  # the gauges exist (at 0) from the start
             metrics.forward_account(signal)
-        self._queue: MemoryQueue
-        if queue_dir:
-            disk = DiskQueue(queue_dir, queue_max_requests, queue_max_bytes, queue_sync)
-            self._queue = disk
-            self._replayed(disk)
-        else:
-            self._queue = MemoryQueue(queue_max_requests, queue_max_bytes)
+        # A persistent queue is opened (and replayed) by start(); until then, an empty one.
+        self._queue: MemoryQueue = MemoryQueue(queue_max_requests, queue_max_bytes)
+        self._disk_args = (
+            (queue_dir, queue_max_requests, queue_max_bytes, queue_sync) if queue_dir else None
+        )
 
     @property
     def persistent(self) -> bool:
         """Whether the queue lives on disk (``queue_dir``)."""
-        return self._queue.persistent
+        return self._disk_args is not None
 
     def _replayed(self, disk: DiskQueue) -> None:
         replay = disk.replayed
@@ -480,7 +478,14 @@ class Forwarder:
             )
 
     def start(self) -> Forwarder:
-        """Start the sender thread; returns self."""
+        """Open and replay the persistent queue (if any), start the sender thread; returns self.
+
+        Raises :class:`~.queue.QueueError` when the persistent queue cannot be opened.
+        """
+        if self._disk_args is not None and not self._queue.persistent:
+            disk = DiskQueue(*self._disk_args)
+            self._queue = disk
+            self._replayed(disk)
         if self._thread is None:
             self._thread = threading.Thread(
                 target=self._run, name="codebook-forward", daemon=True

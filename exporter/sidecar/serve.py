@@ -301,11 +301,7 @@ def main(args: argparse.Namespace) -> int:
             for problem in exc.problems:
                 print(problem, file=sys.stderr)
             return 1
-    try:
-        sidecar = Sidecar(cfg, web)  # MappingError propagates: the CLI prints every problem
-    except QueueError as exc:
-        print(f"codebook: {exc}", file=sys.stderr)
-        return 1
+    sidecar = Sidecar(cfg, web)  # MappingError propagates: the CLI prints every problem
     if getattr(args, "check_config", False):
         print(dump(cfg), end="")
         book = sidecar.enricher.book
@@ -327,6 +323,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         try:
             addresses = sidecar.start()
+        except QueueError as exc:
+            print(f"codebook: {exc}", file=sys.stderr)
+            sidecar.stop()
+            return 1
         except (OSError, RuntimeError) as exc:
             print(f"codebook: cannot listen: {exc}", file=sys.stderr)
             sidecar.stop()
