@@ -311,7 +311,7 @@ class _OutageLog:
                 self._attempts = 0
                 self._last = time.monotonic()
                 _log.warning(
-                    "codebook: forwarding to %s failed (%s); retrying, %d item(s) queued",
+                    "codebook: forwarding to %s failed (%s); retrying, %d request(s) queued",
                     self.endpoint,
                     why,
                     queued,
@@ -346,7 +346,7 @@ class _OutageLog:
         drops = ", ".join(f"{r}={n}" for r, n in sorted(self._dropped.items())) or "none"
         _log.warning(
             "codebook: forwarding to %s: %d failed attempt(s) in the last %.0fs (last error: "
-            "%s); dropped: %s; %d item(s) queued",
+            "%s); dropped: %s; %d request(s) queued",
             self.endpoint,
             self._attempts,
             now - self._last,
