@@ -31,7 +31,7 @@ delivered or given up, so a persistent queue never loses the request being sent.
 
 Logging: the first failed attempt of an outage and the first drop are logged at once; after
 that one summary line at most every :data:`LOG_INTERVAL_SECONDS` with the counts (failed
-attempts, items dropped by reason, items queued), and one line when the upstream recovers.
+attempts, items dropped by reason, requests queued), and one line when the upstream recovers.
 :meth:`shutdown` logs what it could not send.
 
 Nothing here raises into the receivers, and an unreachable upstream never stops the sidecar.
