@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl
 from ..codebook import ATTR_CODE, ATTR_SEVERITY, ATTR_SOURCE, ATTR_SUBCODE
 from ..enrich import Enricher
 from ..metrics import CodebookMetrics
+from .forwarder import Forwarder
 from .webhook_events import (
     SIGNATURE_METHODS,
     BadEvent,
@@ -454,9 +455,12 @@ class WebhookHandler:
         if failed:
             metrics.telemetry_rejected("logs", "webhook", "malformed", len(failed))
         if records and sink is not None:
-            metrics.telemetry_received("logs", "webhook", len(records))
             request = log_request(self._resource, SCOPE_NAME, records)
-            sink.submit("logs", request, len(records))
+            if isinstance(sink, Forwarder):  # counts the receipt with the enqueue, in one step
+                sink.submit("logs", request, len(records), transport="webhook")
+            else:
+                metrics.telemetry_received("logs", "webhook", len(records))
+                sink.submit("logs", request, len(records))
         summary: dict[str, Any] = {
             "accepted": accepted, "duplicates": duplicates, "ignored": ignored, "failed": failed
         }
