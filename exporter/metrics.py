@@ -191,6 +191,25 @@ class CodebookMetrics:
             "Webhook events by route and outcome (accepted, duplicate, ignored, malformed).",
             ("route", "outcome"),
         )
+        self._queue_items = _Family(
+            "codebook_forward_queue_items",
+            "gauge",
+            "Telemetry items waiting in the forward queue (including the request being sent).",
+            ("signal",),
+        )
+        self._queue_bytes = _Family(
+            "codebook_forward_queue_bytes",
+            "gauge",
+            "Serialized bytes waiting in the forward queue.",
+            ("signal",),
+        )
+        self._redelivered = _Family(
+            "codebook_forward_redelivered_total",
+            "counter",
+            "Items replayed from the persistent queue after a restart that may already have "
+            "reached the upstream (the request in flight when the process ended).",
+            ("signal",),
+        )
         self._self = (
             self._unmapped,
             self._reloads,
@@ -203,6 +222,9 @@ class CodebookMetrics:
             self._dropped,
             self._webhook_requests,
             self._webhook_events,
+            self._queue_items,
+            self._queue_bytes,
+            self._redelivered,
         )
         self._apps: dict[str, _AppFamily] = {}
         self._reload_ok.child(()).value = 1.0
@@ -366,6 +388,40 @@ class CodebookMetrics:
         """Count ``n`` webhook events of one outcome (``route`` and ``outcome`` are closed sets)."""
         if n:
             self._add(self._webhook_events, (route, outcome), n)
+    def forward_account(
+        self,
+        signal: str,
+        *,
+        queued: int = 0,
+        queued_bytes: int = 0,
+        forwarded: int = 0,
+        dropped: tuple[str, int] | None = None,
+        received: tuple[str, int] | None = None,
+        rejected: tuple[str, str, int] | None = None,
+        redelivered: int = 0,
+    ) -> None:
+        """Move items between the forwarder's states in one step, as one scrape sees it.
+
+        Deltas: ``queued``/``queued_bytes`` to the queue gauges, ``forwarded`` and
+        ``dropped`` (reason, n) to the counters, ``received`` (transport, n) and ``rejected``
+        (transport, reason, n) to the intake counters. Applied under the lock
+        :meth:`render` snapshots under, so ``received - rejected = forwarded + dropped +
+        queued`` holds at every scrape.
+        """
+        with self._lock:
+            if received is not None and received[1]:
+                self._received.child((signal, received[0])).value += received[1]
+            if rejected is not None and rejected[2]:
+                self._rejected.child((signal, rejected[0], rejected[1])).value += rejected[2]
+            if queued or queued_bytes or (signal,) not in self._queue_items.series:
+                self._queue_items.child((signal,)).value += queued
+                self._queue_bytes.child((signal,)).value += queued_bytes
+            if forwarded:
+                self._forwarded.child((signal,)).value += forwarded
+            if dropped is not None and dropped[1]:
+                self._dropped.child((signal, dropped[0])).value += dropped[1]
+            if redelivered:
+                self._redelivered.child((signal,)).value += redelivered
 
     def _add(self, family: _Family, labels: tuple[str, ...], n: float) -> None:
         with self._lock:
@@ -453,12 +509,14 @@ class CodebookMetrics:
 
     def render(self) -> bytes:
         """The text exposition (format 0.0.4) of every Codebook metric."""
-        with self._lock:
-            snapshot = [(f, list(f.series.values())) for f in self._families()]
+        with self._lock:  # values too: one consistent snapshot (see forward_account)
+            snapshot = [
+                (f, [(s.prefix, s.value) for s in f.series.values()]) for f in self._families()
+            ]
         parts: list[str] = []
         for family, series in snapshot:
             parts.append(family.header())
-            parts.extend([f"{s.prefix}{_fmt(s.value)}\n" for s in series])
+            parts.extend([f"{prefix}{_fmt(value)}\n" for prefix, value in series])
         return "".join(parts).encode()
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:

@@ -6,6 +6,7 @@ import http.server
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,21 +21,47 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from pki import Pki
 
+# What a scripted upstream does with one request: None accepts it, a gRPC status code fails
+# it with that code, an int accepts it but rejects that many spans (OTLP partial success).
+Outcome = grpc.StatusCode | int | None
+
 
 class GrpcUpstream:
-    """A tiny OTLP/gRPC trace (and logs) receiver that keeps every request it gets (TLS with
-    ``pki``)."""
+    """A tiny OTLP/gRPC trace (and logs) receiver that keeps every request it accepts (TLS
+    with ``pki``).
 
-    def __init__(self, pki: Pki | None = None) -> None:
+    ``script`` (settable at any time) decides each request's :data:`Outcome`; ``port`` binds
+    a given port (a restarted upstream at the same address).
+    """
+
+    def __init__(
+        self,
+        pki: Pki | None = None,
+        *,
+        script: Callable[[ExportTraceServiceRequest], Outcome] | None = None,
+        port: int = 0,
+    ) -> None:
         self.requests: list[ExportTraceServiceRequest] = []
         self.log_requests: list[ExportLogsServiceRequest] = []
+        self.script = script
+        self.refused = 0
         self._lock = threading.Lock()
         self.server = grpc.server(ThreadPoolExecutor(max_workers=2))
 
         def export(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            req = ExportTraceServiceRequest.FromString(raw)
+            outcome = None if self.script is None else self.script(req)
+            if isinstance(outcome, grpc.StatusCode):
+                with self._lock:
+                    self.refused += 1
+                context.abort(outcome, "scripted failure")
+            resp = ExportTraceServiceResponse()
+            if isinstance(outcome, int) and outcome:
+                resp.partial_success.rejected_spans = outcome
+                resp.partial_success.error_message = "scripted partial success"
             with self._lock:
-                self.requests.append(ExportTraceServiceRequest.FromString(raw))
-            return ExportTraceServiceResponse().SerializeToString()
+                self.requests.append(req)
+            return resp.SerializeToString()
 
         def export_logs(raw: bytes, context: grpc.ServicerContext) -> bytes:
             with self._lock:
@@ -51,13 +78,16 @@ class GrpcUpstream:
         )
         self.server.add_generic_rpc_handlers([handler, logs_handler])
         if pki is None:
-            self.port = self.server.add_insecure_port("127.0.0.1:0")
+            self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
         else:
             creds = grpc.ssl_server_credentials(
                 [(pki.server_key.read_bytes(), pki.server_crt.read_bytes())]
             )
-            self.port = self.server.add_secure_port("127.0.0.1:0", creds)
+            self.port = self.server.add_secure_port(f"127.0.0.1:{port}", creds)
         self.server.start()
+
+    def close(self) -> None:
+        self.server.stop(0)
 
     def spans(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -77,10 +107,20 @@ class GrpcUpstream:
 class HttpUpstream:
     """An OTLP/HTTP receiver that answers 503 + Retry-After to its first ``refuse`` requests.
 
-    With ``pki`` it serves HTTPS with that CA's server certificate.
+    With ``pki`` it serves HTTPS with that CA's server certificate. ``status`` (another final
+    status, e.g. 400) and ``rejected`` (spans a 200's ``partial_success`` rejects) script the
+    answers after that.
     """
 
-    def __init__(self, refuse: int = 0, retry_after: int = 1, pki: Pki | None = None) -> None:
+    def __init__(
+        self,
+        refuse: int = 0,
+        retry_after: int = 1,
+        pki: Pki | None = None,
+        *,
+        status: int = 200,
+        rejected: int = 0,
+    ) -> None:
         self.times: list[float] = []
         self.bodies: list[bytes] = []
         self.requests: list[tuple[str, bytes]] = []  # (path, body) of each kept body
@@ -96,12 +136,19 @@ class HttpUpstream:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                outer.requests.append((self.path, body))  # one append: never torn
-                outer.bodies.append(body)
-                self.send_response(200)
+                reply = b""
+                if status == 200:
+                    outer.requests.append((self.path, body))  # one append: never torn
+                    outer.bodies.append(body)
+                    resp = ExportTraceServiceResponse()
+                    if rejected:
+                        resp.partial_success.rejected_spans = rejected
+                    reply = resp.SerializeToString()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(reply)))
                 self.end_headers()
+                self.wfile.write(reply)
 
             def log_message(self, *args: Any) -> None:
                 pass

@@ -44,7 +44,10 @@ from exporter.taxonomy import NON_ERROR_CATEGORIES
 
 MAPPINGS = Path(__file__).parent / "testdata" / "dashboards_e2e"
 RUNBOOK = DASHBOARDS / "RUNBOOK.md"
-RUNBOOK_URL = "https://github.com/codebook-exporter/codebook/blob/main/dashboards/RUNBOOK.md"
+# The runbook base is a site setting (deploy/site.yaml; deploy/generate.py applies it).
+RUNBOOK_URL = yaml.safe_load(
+    (DASHBOARDS.parent / "deploy" / "site.yaml").read_text(encoding="utf-8")
+)["runbook_base_url"]
 STABLE_UIDS = {
     "codebook-overview.json": "codebook-overview",
     "codebook-source.json": "codebook-source",
@@ -334,6 +337,7 @@ def _sidecar_metrics_body() -> str:
     metrics.telemetry_dropped("traces", "queue_full")
     metrics.webhook_request("azure_eventgrid", "accepted")
     metrics.webhook_events("azure_eventgrid", "accepted")
+    metrics.forward_account("traces", queued=1, queued_bytes=100, redelivered=1)
     # The app the sidecar's /metrics server runs, with the sidecar's metrics and registry.
     app = make_wsgi_app(metrics, sidecar.registry)
     status: list[str] = []

@@ -159,7 +159,10 @@ def test_azure_sms_end_to_end(tmp_path: Path, fake: FakeProvider, azure_tracing:
     env = {"FAKE_URL": fake.url, "AZURE_TRACING_ENABLED": "true" if azure_tracing else "false"}
     out, exposition = _run(tmp_path, AZURE_APP, env)
     assert "APP [202, 400]" in out
+    # One count per recipient: the span repeats the failing one, which its event counts.
     assert _series(exposition, "azure.acs.sms_send") == [
+        'provider_codes_total{source="azure.acs.sms_send",code="202",subcode="",'
+        'category="success",severity="info",retryable="no",owner="none"} 1.0',
         'provider_codes_total{source="azure.acs.sms_send",code="400",subcode="",'
         'category="invalid_request",severity="error",retryable="no",owner="our_app"} 1.0']
     coded = [s for s in _spans(out) if "provider.code" in s["attributes"]]  # type: ignore[operator]

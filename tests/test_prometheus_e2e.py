@@ -130,6 +130,7 @@ def _feed(codebook: Codebook, stop: threading.Event) -> None:
         event = {"id": f"e{tick}", "eventType": "Microsoft.Communication.IncomingCall", "data": {}}
         body = json.dumps([event]).encode()
         hooks.handle("POST", EVENTGRID, "", {"content-type": "application/json"}, body)
+        metrics.forward_account("traces", queued=1, queued_bytes=100)
         tick += 1
         stop.wait(0.25)
     provider.shutdown()

@@ -112,6 +112,11 @@ class ForwardConfig:
     max_elapsed_seconds: float = _opt(60.0, minimum=0)
     ca_file: str = _opt("")
     insecure_skip_verify: bool = _opt(False)
+    # Persistent queue (exporter/sidecar/queue.py): empty = memory only.
+    queue_dir: str = _opt("")
+    queue_sync: str = _opt("normal", choices=("normal", "full"))
+    # /readyz is 503 while the queue is fuller than this (requests or bytes).
+    ready_max_queue_fraction: float = _opt(0.9, minimum=0.0)
 
 
 @dataclass
@@ -456,6 +461,14 @@ def _check(cfg: Config, problems: list[str], origins: Mapping[str, str] | None =
                 f"(use 'https://{host}')"
             )
     _check_webhooks(cfg.webhooks, problems)
+    if cfg.forward.ready_max_queue_fraction > 1:
+        problems.append(
+            f"config: forward.ready_max_queue_fraction: {cfg.forward.ready_max_queue_fraction!r}"
+            " is above 1 (a fraction of the queue's bounds)"
+        )
+    qdir = cfg.forward.queue_dir
+    if qdir and Path(qdir).exists() and not Path(qdir).is_dir():
+        problems.append(f"config: forward.queue_dir: {qdir!r}: not a directory")
     if cfg.forward.insecure_skip_verify and cfg.forward.protocol == "grpc":
         problems.append(
             f"{where('forward.insecure_skip_verify')}: forward.insecure_skip_verify: not "

@@ -81,11 +81,11 @@ try:
 except ImportError:  # installed without a C compiler: the message path does everything
     _wire = None  # type: ignore[assignment]
 
+from .forwarder import Forwarder
+
 if TYPE_CHECKING:
     from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
     from google.protobuf.message import Message
-
-    from .forwarder import Forwarder
 
 _log = logging.getLogger(__name__)
 
@@ -380,16 +380,24 @@ class OtlpIntake:
         """Count the request, build the reply, hand the accepted items to the forwarder."""
         metrics = self.enricher.metrics
         total = accepted + rejected
-        if total:
-            metrics.telemetry_received(signal, transport, total)
-        if rejected:
-            metrics.telemetry_rejected(signal, transport, "invalid_item", rejected)
+        # The Forwarder counts the receipt with the enqueue, in one step (so no scrape sees
+        # one without the other); any other object given as forwarder gets the plain call.
+        atomic = accepted and isinstance(self.forwarder, Forwarder)
+        if not atomic:
+            if total:
+                metrics.telemetry_received(signal, transport, total)
+            if rejected:
+                metrics.telemetry_rejected(signal, transport, "invalid_item", rejected)
         response = RESPONSE_TYPES[signal]()
         if rejected:
             partial: Any = response.partial_success
             setattr(partial, _REJECTED_FIELD[signal], rejected)
             partial.error_message = message
-        if self.forwarder is not None and accepted:
+        if atomic and isinstance(self.forwarder, Forwarder):
+            self.forwarder.submit(
+                signal, forward, accepted, transport=transport, rejected=rejected
+            )
+        elif self.forwarder is not None and accepted:
             self.forwarder.submit(signal, forward, accepted)
         return IntakeResult(accepted, rejected, response)
 

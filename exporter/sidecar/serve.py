@@ -8,7 +8,8 @@ Process contract: once every listener is bound, one JSON line goes to stdout nam
 addresses (``{"event": "listening", "grpc": "127.0.0.1:4317", ...}``; port 0 in the config
 picks free ports). SIGHUP reloads the mappings and re-reads the web config file with the
 certificates, keys and users it names (new connections get the new ones); a broken mapping or
-web config keeps the running one, and each outcome is logged and counted. SIGTERM or SIGINT:
+web config keeps the running one, and each outcome is logged and counted. ``/readyz`` is 503 while
+the forward queue is fuller than ``forward.ready_max_queue_fraction``. SIGTERM or SIGINT:
 ``/readyz`` turns 503, the receivers stop accepting and finish what they hold, the forwarder
 flushes, all within ``shutdown_timeout_seconds``; then exit 0. Exit 1 on a configuration or
 mapping error.
@@ -38,6 +39,7 @@ from .forwarder import Forwarder
 from .otlp import OtlpIntake
 from .otlp_grpc import OtlpGrpcReceiver
 from .otlp_http import OtlpHttpReceiver
+from .queue import QueueError
 from .webconfig import WebConfig, WebConfigError, WebConfigReloader, load_web_config
 from .webhook import WebhookHandler
 from .webhook_listener import WebhookListener
@@ -136,6 +138,8 @@ class Sidecar:
                 compression=f.compression,
                 queue_max_requests=f.queue_max_requests,
                 queue_max_bytes=f.queue_max_bytes,
+                queue_dir=f.queue_dir,
+                queue_sync=f.queue_sync,
                 timeout_seconds=f.timeout_seconds,
                 initial_backoff_seconds=f.initial_backoff_seconds,
                 max_backoff_seconds=f.max_backoff_seconds,
@@ -255,9 +259,14 @@ class Sidecar:
         return 200, "text/plain; charset=utf-8", b"ok\n"
 
     def _readyz(self) -> tuple[int, str, bytes]:
-        if self.ready:
-            return 200, "text/plain; charset=utf-8", b"ready\n"
-        return 503, "text/plain; charset=utf-8", b"not ready\n"
+        if not self.ready:
+            return 503, "text/plain; charset=utf-8", b"not ready\n"
+        if self.forwarder is not None:
+            fill = self.forwarder.fill_fraction()
+            if fill > self.cfg.forward.ready_max_queue_fraction:
+                body = f"not ready: forward queue {fill:.0%} full\n".encode()
+                return 503, "text/plain; charset=utf-8", body
+        return 200, "text/plain; charset=utf-8", b"ready\n"
 
     def _apply_web(self, web: WebConfig) -> None:
         if self.metrics_server is not None:
@@ -349,6 +358,10 @@ def main(args: argparse.Namespace) -> int:
     try:
         try:
             addresses = sidecar.start()
+        except QueueError as exc:
+            print(f"codebook: {exc}", file=sys.stderr)
+            sidecar.stop()
+            return 1
         except (OSError, RuntimeError) as exc:
             print(f"codebook: cannot listen: {exc}", file=sys.stderr)
             sidecar.stop()

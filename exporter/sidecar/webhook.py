@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl
 from ..codebook import ATTR_CODE, ATTR_SEVERITY, ATTR_SOURCE, ATTR_SUBCODE
 from ..enrich import Enricher
 from ..metrics import CodebookMetrics
+from .forwarder import Forwarder
 from .webhook_events import (
     SIGNATURE_METHODS,
     BadEvent,
@@ -479,11 +480,14 @@ class WebhookHandler:
             metrics.telemetry_rejected("logs", "webhook", "malformed", len(failed))
         sink = self.sink
         if fresh and sink is not None:
-            metrics.telemetry_received("logs", "webhook", accepted)
             request = log_request_records(
                 self._resource, SCOPE_NAME, self._records(route, fresh, outs)
             )
-            sink.submit("logs", request, accepted)
+            if isinstance(sink, Forwarder):  # counts the receipt with the enqueue, in one step
+                sink.submit("logs", request, accepted, transport="webhook")
+            else:
+                metrics.telemetry_received("logs", "webhook", accepted)
+                sink.submit("logs", request, accepted)
         summary: dict[str, Any] = {
             "accepted": accepted, "duplicates": duplicates, "ignored": ignored, "failed": failed
         }
