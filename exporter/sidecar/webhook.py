@@ -462,10 +462,7 @@ class WebhookHandler:
         duplicates = len(coded) - accepted
         # Resolve and count each distinct (source, code, subcode, message) once per request,
         # as the sidecar's wire path does for spans: enrich_code(..., n) counts n at once.
-        counts: dict[tuple[Any, ...], int] = {}
-        for event in fresh:
-            key = event[2:6]  # (source, code, subcode, message)
-            counts[key] = counts.get(key, 0) + 1
+        counts = collections.Counter([event[2:6] for event in fresh])  # (source, code, sub, msg)
         enrich = self.enricher.enrich_code
         outs = {
             key: enrich(key[0], key[1], key[2], key[3], n) or _NO_ATTRIBUTES

@@ -301,9 +301,15 @@ class EventParser:
                 event_id = _text(item.get("id"), "id")
                 origin = _text(item.get("source"), "source", 1024)
                 when = item.get("time")
-            else:
-                event_type = _text(item.get("eventType"), "eventType")
-                event_id = _text(item.get("id"), "id")
+            else:  # Event Grid schema: the busiest shape, _text's usual case inlined
+                value = item.get("eventType")
+                event_type = value.strip() if type(value) is str else ""
+                if not event_type or len(event_type) > MAX_ID_CHARS:
+                    event_type = _text(value, "eventType")
+                value = item.get("id")
+                event_id = value.strip() if type(value) is str else ""
+                if not event_id or len(event_id) > MAX_ID_CHARS:
+                    event_id = _text(value, "id")
                 origin = str(item.get("topic") or "")[:1024]
                 when = item.get("eventTime")
             ids = [("cloudevents.event_id", event_id)]
