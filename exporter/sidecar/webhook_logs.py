@@ -6,10 +6,13 @@ three times the rest of the handler (one Python object per ``KeyValue`` and ``An
 this module writes the wire format itself: the few fields used here are all length-delimited
 strings, a varint and two fixed64 timestamps. The attributes that repeat across events
 (``provider.*`` and the output attributes) are encoded once by the caller
-(:func:`attribute_block`) and reused.
+(:func:`attribute_block`) and reused; so are the fields records of one event type and code
+share in a request (:func:`record_frame`): :func:`encode_record` adds a record's time and
+own ids, :func:`log_request_records` wraps the records (the handler's path).
 
-:func:`log_request` returns exactly the bytes of the message-built request for the same input
-(``tests/test_webhook_logs.py`` compares the two, on examples and on generated strings).
+:func:`log_request` (built on those three) returns exactly the bytes of the message-built
+request for the same input (``tests/test_webhook_logs.py`` compares the two, on examples and on
+generated strings).
 Strings that are not valid UTF-8 (lone surrogates from JSON ``\\ud800`` escapes) have those
 code points replaced by ``?``, as the message classes would refuse them.
 """
