@@ -19,12 +19,13 @@ classification live in ``webhook_events``; this module owns the HTTP contract:
   never becomes valid by being redelivered. A batch in which nothing is usable -> 400.
 - **Exactly once.** An event already counted (same CloudEvents source + id / Event Grid topic +
   id; Vonage messageId + status) within ``dedup_window_seconds`` is acknowledged (2xx) and not
-  counted again. The window holds at most ``dedup_max_events`` keys (16-byte digests, about
-  100 bytes each with the dict entry: 100,000 keys ~ 10 MB); past that the oldest are forgotten
+  counted again. The window holds at most ``dedup_max_events`` keys (64-bit digests, about
+  140 bytes each with the dict entry: 100,000 keys ~ 14 MB); past that the oldest are forgotten
   first, so a redelivery older than the window, or older than that many newer events, counts
   again.
 - **Counting.** Each accepted event goes through :meth:`Enricher.enrich_code`: the same labels
-  and ``provider_codes_total`` series as a span with that code. Every request counts once in
+  and ``provider_codes_total`` series as a span with that code (one call per distinct code
+  of a request, counting all its events at once). Every request counts once in
   ``codebook_webhook_requests_total{route,outcome}`` and every event in
   ``codebook_webhook_events_total{route,outcome}`` (closed label sets, :data:`OUTCOMES`).
 - **Logs.** With a ``sink`` (the sidecar's forwarder), the accepted events of a request go out
@@ -40,7 +41,6 @@ thread-safe, never blocks (the sink's ``submit`` must not) and never raises.
 from __future__ import annotations
 
 import collections
-import hashlib
 import hmac
 import json
 import logging
@@ -64,7 +64,13 @@ from .webhook_events import (
     check_vonage_signature,
     parse_time,
 )
-from .webhook_logs import LogEntry, attribute_block, log_request
+from .webhook_logs import (
+    attribute_block,
+    encode_record,
+    log_request_records,
+    record_frame,
+    time_field,
+)
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -127,6 +133,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _BLOCK_CACHE_SIZE = 4096  # encoded provider.* attribute blocks kept (cleared when full)
 _SWEEP_EVERY = 1024  # dedup inserts between sweeps of expired keys
 _ROUTE_ATTR = "codebook.webhook.route"
+_NO_ATTRIBUTES: Mapping[str, str] = {}
 
 
 class LogSink(Protocol):
@@ -171,7 +178,10 @@ class _Refused(Exception):
 class DedupWindow:
     """Keys seen within ``window_seconds``, at most ``max_keys`` of them (oldest go first).
 
-    Thread-safe; memory is bounded by ``max_keys`` digests whatever the traffic.
+    Thread-safe; memory is bounded by ``max_keys`` digests whatever the traffic. A key is
+    remembered by its 64-bit ``hash()`` (SipHash keyed at random per process): two different
+    keys are taken for one with probability about ``max_keys / 2**64`` per event (1e-14 at
+    100,000 keys), and a sender cannot aim at a collision without the process's hash key.
     """
 
     def __init__(
@@ -183,7 +193,7 @@ class DedupWindow:
         self.window_seconds = window_seconds
         self.max_keys = max(1, max_keys)
         self._clock = clock
-        self._seen: collections.OrderedDict[bytes, float] = collections.OrderedDict()
+        self._seen: collections.OrderedDict[int, float] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._inserts = 0
 
@@ -192,20 +202,28 @@ class DedupWindow:
 
     def first(self, key: str) -> bool:
         """True the first time ``key`` is seen within the window (and remember it)."""
-        digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        return self.first_many((key,))[0]
+
+    def first_many(self, keys: Iterable[str]) -> list[bool]:
+        """:meth:`first` of each key in order (a key repeated in ``keys`` is first once)."""
+        digests = [hash(key) for key in keys]  # see the class docstring
         now = self._clock()
         horizon = now - self.window_seconds
+        out: list[bool] = []
         with self._lock:
             seen = self._seen
-            at = seen.get(digest)
-            if at is not None and at > horizon:
-                return False
-            if at is not None:  # seen before the window: counts again, now the newest key
-                seen.move_to_end(digest)
-            seen[digest] = now
-            if len(seen) > self.max_keys:
-                seen.popitem(last=False)
-            self._inserts += 1
+            for digest in digests:
+                at = seen.get(digest)
+                if at is not None and at > horizon:
+                    out.append(False)
+                    continue
+                if at is not None:  # seen before the window: counts again, now the newest key
+                    seen.move_to_end(digest)
+                seen[digest] = now
+                if len(seen) > self.max_keys:
+                    seen.popitem(last=False)
+                self._inserts += 1
+                out.append(True)
             if self._inserts >= _SWEEP_EVERY:  # expired keys go in bulk, not one per call
                 self._inserts = 0
                 while seen:
@@ -213,7 +231,7 @@ class DedupWindow:
                     if seen[oldest] > horizon:
                         break
                     del seen[oldest]
-            return True
+        return out
 
 
 class WebhookHandler:
@@ -428,25 +446,28 @@ class WebhookHandler:
     # -- counting and logs -------------------------------------------------------------------
 
     def _accept(self, route: str, parsed: list[Event | BadEvent]) -> tuple[Response, str]:
-        accepted = duplicates = ignored = 0
+        ignored = 0
         failed: list[dict[str, Any]] = []
-        records: list[LogEntry] = []
-        sink = self.sink
-        now = int(self._clock() * 1e9) if sink is not None else 0
+        coded: list[Event] = []
         for index, item in enumerate(parsed):
             if isinstance(item, BadEvent):
                 failed.append({"index": index, "reason": str(item)})
-                continue
-            if item.source is None:
+            elif item.source is None:
                 ignored += 1
-                continue
-            if not self.dedup.first(item.dedup_key):
-                duplicates += 1
-                continue
-            out = self.enricher.enrich_code(item.source, item.code, item.subcode, item.message, 1)
-            accepted += 1
-            if sink is not None:
-                records.append(self._record(route, item, out or {}, now))
+            else:
+                coded.append(item)
+        firsts = self.dedup.first_many([event.dedup_key for event in coded])
+        fresh = [event for event, first in zip(coded, firsts, strict=True) if first]
+        accepted = len(fresh)
+        duplicates = len(coded) - accepted
+        # Resolve and count each distinct (source, code, subcode, message) once per request,
+        # as the sidecar's wire path does for spans: enrich_code(..., n) counts n at once.
+        counts = collections.Counter([event[2:6] for event in fresh])  # (source, code, sub, msg)
+        enrich = self.enricher.enrich_code
+        outs = {
+            key: enrich(key[0], key[1], key[2], key[3], n) or _NO_ATTRIBUTES
+            for key, n in counts.items()
+        }
         metrics = self.metrics
         metrics.webhook_events(route, "accepted", accepted)
         metrics.webhook_events(route, "duplicate", duplicates)
@@ -454,13 +475,16 @@ class WebhookHandler:
         metrics.webhook_events(route, "malformed", len(failed))
         if failed:
             metrics.telemetry_rejected("logs", "webhook", "malformed", len(failed))
-        if records and sink is not None:
-            request = log_request(self._resource, SCOPE_NAME, records)
+        sink = self.sink
+        if fresh and sink is not None:
+            request = log_request_records(
+                self._resource, SCOPE_NAME, self._records(route, fresh, outs)
+            )
             if isinstance(sink, Forwarder):  # counts the receipt with the enqueue, in one step
-                sink.submit("logs", request, len(records), transport="webhook")
+                sink.submit("logs", request, accepted, transport="webhook")
             else:
-                metrics.telemetry_received("logs", "webhook", len(records))
-                sink.submit("logs", request, len(records))
+                metrics.telemetry_received("logs", "webhook", accepted)
+                sink.submit("logs", request, accepted)
         summary: dict[str, Any] = {
             "accepted": accepted, "duplicates": duplicates, "ignored": ignored, "failed": failed
         }
@@ -477,33 +501,63 @@ class WebhookHandler:
             outcome = "ignored"
         return _json_reply(200, summary), outcome
 
-    def _record(self, route: str, event: Event, out: Mapping[str, str], now: int) -> LogEntry:
+    def _records(
+        self,
+        route: str,
+        events: list[Event],
+        outs: Mapping[tuple[Any, ...], Mapping[str, str]],
+    ) -> list[bytes]:
+        """The encoded log records of ``events`` (``outs``: output attributes by code key).
+
+        The fields events of one type and code share (severity, event name, ``provider.*`` and
+        output attributes, observed time) are encoded once per request; each record adds its
+        time and its own ids.
+        """
+        now = int(self._clock() * 1e9)
+        frames: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+        times: dict[str, bytes] = {}
+        records = []
+        for event_type, _, source, code, subcode, message, when, ids in events:
+            key = (event_type, source, code, subcode, message)
+            frame = frames.get(key)
+            if frame is None:
+                out = outs[source, code, subcode, message]
+                frame = frames[key] = self._frame(route, key, out, now)
+            stamp = times.get(when)
+            if stamp is None:
+                stamp = times[when] = time_field(parse_time(when) or now)
+            records.append(encode_record(stamp, frame, ids))
+        return records
+
+    def _frame(
+        self,
+        route: str,
+        kind: tuple[str, str | None, str | None, str | None, str | None],
+        out: Mapping[str, str],
+        now: int,
+    ) -> tuple[bytes, bytes]:
+        """The shared part of the records of one ``kind`` (event type, source, code, subcode,
+        message) in one request (see ``_records``).
+        """
+        event_type, source, code, subcode, _ = kind
         number, text = _SEVERITY.get(out.get(ATTR_SEVERITY, ""), _SEVERITY["info"])
         # ``out`` is the enricher's shared mapping for this code in this codebook generation:
-        # holding it in the entry keeps its id from being reused while the entry lives.
-        key = (route, event.event_type, event.source, event.code, event.subcode, id(out))
+        # holding it in the cache entry keeps its id from being reused while the entry lives.
+        key = (route, event_type, source, code, subcode, id(out))
         hit = self._blocks.get(key)
         if hit is None:
             shared = [(_ROUTE_ATTR, route)]
             if route != "vonage_dlr":  # Azure events are CloudEvents (or Event Grid events)
-                shared.append(("cloudevents.event_type", event.event_type))
-            shared.append((ATTR_SOURCE, event.source or ""))
-            shared.append((ATTR_CODE, event.code or ""))
-            if event.subcode is not None:
-                shared.append((ATTR_SUBCODE, event.subcode))
+                shared.append(("cloudevents.event_type", event_type))
+            shared.append((ATTR_SOURCE, source or ""))
+            shared.append((ATTR_CODE, code or ""))
+            if subcode is not None:
+                shared.append((ATTR_SUBCODE, subcode))
             shared.extend(out.items())
             if len(self._blocks) >= _BLOCK_CACHE_SIZE:
                 self._blocks.clear()
             hit = self._blocks[key] = (out, attribute_block(shared))
-        return LogEntry(
-            time_unix_nano=parse_time(event.time_text) or now,
-            observed_time_unix_nano=now,
-            severity_number=number,
-            severity_text=text,
-            event_name=event.event_type,
-            attributes=event.ids,
-            shared_block=hit[1],
-        )
+        return record_frame(number, text, event_type, hit[1], now)
 
 
 def _decode_json(body: bytes) -> Any:

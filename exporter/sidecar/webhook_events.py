@@ -12,9 +12,12 @@ Classification (which source a code resolves in):
 
 - ``Microsoft.Communication.SMSDeliveryReportReceived`` -> ``azure.acs.sms``. The code is the
   first 4-digit ACS SMS code (2000, 4xxx, 5xxx, 9999) found in ``deliveryStatusDetails``
-  (leading or embedded); without one the detail text itself is the code (an overlay mapping or
-  an entry ``name`` may know it), else it resolves ``unmapped``. Nothing is inferred from
-  ``deliveryStatus``.
+  (leading or embedded). Without one, the text is looked up among the source's entry
+  ``name`` s (Microsoft's English messages, e.g. ``Message blocked by Destination carrier.`` ->
+  4005), compared by :func:`fold_text` (case, runs of space, a trailing period); an entry
+  (overlay) whose code is the text itself wins; else the text is the code and resolves
+  ``unmapped`` (its ``provider_codes_total`` label is ``_OTHER``). Nothing is guessed, nothing
+  is inferred from ``deliveryStatus``.
 - A ``Microsoft.Communication.*`` event whose data carries ``resultInformation`` (Call
   Automation, through Event Grid or the callback URL): ``CallDisconnected`` resolves in
   ``azure.acs.calling`` (the seed's call-end code/subcode table: 0/7000, 5300, 540000,
@@ -92,6 +95,11 @@ class Validation(NamedTuple):
 Parsed = Event | Validation | BadEvent
 
 
+def _event(fields: tuple[Any, ...]) -> Event:
+    """``Event(*fields)`` without the keyword handling of the generated ``__new__``."""
+    return tuple.__new__(Event, fields)
+
+
 def _names(*names: str) -> dict[str, str]:
     return {n.lower(): n for n in names}
 
@@ -119,6 +127,10 @@ def _canonical(obj: dict[str, Any], names: Mapping[str, str], *required: str) ->
 
 
 def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
+    if type(value) is str:  # the usual case first
+        text = value.strip()
+        if text and len(text) <= limit:
+            return text
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise BadEvent(f"{what} must be a string")
     text = str(value).strip()
@@ -131,6 +143,9 @@ def _text(value: Any, what: str, limit: int = MAX_ID_CHARS) -> str:
 
 def _opt_id(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
+    if type(value) is str:  # the usual case first
+        text = value.strip()
+        return text[:MAX_ID_CHARS] if text else None
     if isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value).strip()
         if text:
@@ -166,6 +181,38 @@ def call_source(book: Codebook, event_type: str, code: object, subcode: object) 
 
 def sms_code(details: Any) -> str | None:
     """The code of an ACS SMS ``deliveryStatusDetails``: a 4-digit code, else the text."""
+    if type(details) is str:  # a few distinct texts recur: remember them (bounded)
+        code = _sms_codes.get(details)
+        if code is None:
+            code = _sms_code(details)
+            if len(_sms_codes) >= _SMS_CACHE_SIZE:
+                _sms_codes.clear()
+            _sms_codes[details] = code if code is not None else ""
+        return code or None
+    return _sms_code(details)
+
+
+def fold_text(text: str) -> str:
+    """A delivery-status text folded for comparing with an entry ``name``: runs of space to
+    one, case folded, a typographic apostrophe as ``'``, a trailing period dropped.
+    """
+    return " ".join(text.replace("\u2019", "'").split()).casefold().rstrip(".").rstrip()
+
+
+def sms_names(book: Codebook) -> dict[str, str]:
+    """``azure.acs.sms`` entry names (folded) -> code, for names that stand for one code."""
+    seen: dict[str, set[str]] = {}
+    for rule in book.rules(SOURCE_SMS):
+        if rule.name and rule.code and not rule.pattern:
+            seen.setdefault(fold_text(rule.name), set()).add(rule.code)
+    return {name: codes.pop() for name, codes in seen.items() if name and len(codes) == 1}
+
+
+_SMS_CACHE_SIZE = 1024
+_sms_codes: dict[str, str] = {}
+
+
+def _sms_code(details: Any) -> str | None:
     if isinstance(details, bool):
         return None
     if isinstance(details, int):
@@ -178,6 +225,17 @@ def sms_code(details: Any) -> str | None:
     return " ".join(details.split())[:MAX_TEXT_CODE_CHARS]
 
 
+_kinds: dict[str, str] = {}  # event type -> lower case (a few dozen types; bounded)
+
+
+def _kind(event_type: str) -> str:
+    kind = event_type.lower()
+    if len(_kinds) >= 256:
+        _kinds.clear()
+    _kinds[event_type] = kind
+    return kind
+
+
 class EventParser:
     """Turns decoded webhook bodies into :class:`Event` lists; ``book`` gives the codebook now.
 
@@ -187,6 +245,20 @@ class EventParser:
 
     def __init__(self, book: Callable[[], Codebook]) -> None:
         self._book = book
+        self._sms_names: tuple[Codebook, dict[str, str]] | None = None
+
+    def _sms_text_code(self, text: str) -> str:
+        """The ``azure.acs.sms`` code whose entry ``name`` is ``text`` (:func:`fold_text`
+        equal), else ``text`` itself (an entry or overlay whose code is the text, or unmapped).
+        """
+        book = self._book()
+        names = self._sms_names
+        if names is None or names[0] is not book:  # a reload: read the names again
+            names = self._sms_names = (book, sms_names(book))
+        code = names[1].get(fold_text(text))
+        if code is None or book.resolve(SOURCE_SMS, text).match is Match.EXACT:
+            return text
+        return code
 
     # -- Azure ---------------------------------------------------------------------------------
 
@@ -229,9 +301,15 @@ class EventParser:
                 event_id = _text(item.get("id"), "id")
                 origin = _text(item.get("source"), "source", 1024)
                 when = item.get("time")
-            else:
-                event_type = _text(item.get("eventType"), "eventType")
-                event_id = _text(item.get("id"), "id")
+            else:  # Event Grid schema: the busiest shape, _text's usual case inlined
+                value = item.get("eventType")
+                event_type = value.strip() if type(value) is str else ""
+                if not event_type or len(event_type) > MAX_ID_CHARS:
+                    event_type = _text(value, "eventType")
+                value = item.get("id")
+                event_id = value.strip() if type(value) is str else ""
+                if not event_id or len(event_id) > MAX_ID_CHARS:
+                    event_id = _text(value, "id")
                 origin = str(item.get("topic") or "")[:1024]
                 when = item.get("eventTime")
             ids = [("cloudevents.event_id", event_id)]
@@ -254,22 +332,32 @@ class EventParser:
         when: str,
         ids: list[tuple[str, str]],
     ) -> Parsed:
-        kind = event_type.lower()
+        kind = _kinds.get(event_type) or _kind(event_type)
         if kind == TYPE_VALIDATION:
             data = _canonical(data, _DATA, "validationCode")
             return Validation(_text(data.get("validationCode"), "data.validationCode"))
-        if kind == TYPE_SMS_REPORT:
-            data = _canonical(data, _DATA, "deliveryStatusDetails", "messageId")
-            message_id = _opt_id(data, "messageId")
+        if kind == TYPE_SMS_REPORT:  # the busiest event type: the common cases inlined
+            if "deliveryStatusDetails" not in data or "messageId" not in data:
+                data = _canonical(data, _DATA, "deliveryStatusDetails", "messageId")
+            value = data.get("messageId")
+            message_id = (
+                value.strip()[:MAX_ID_CHARS] if type(value) is str else _opt_id(data, "messageId")
+            )
             if message_id:
                 ids.append(("messaging.message.id", message_id))
-            status = _opt_id(data, "deliveryStatus")
+            value = data.get("deliveryStatus")
+            status = value.strip() if type(value) is str else _opt_id(data, "deliveryStatus")
             if status:
                 ids.append(("acs.sms.delivery_status", status[:32]))
-            code = sms_code(data.get("deliveryStatusDetails"))
+            details = data.get("deliveryStatusDetails")
+            code = _sms_codes.get(details) or sms_code(details) if type(details) is str else (
+                sms_code(details)
+            )
             if code is None:
                 raise BadEvent("data.deliveryStatusDetails is missing or empty")
-            return Event(event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids))
+            if not code.isdigit():  # no code in the details: the text may name one
+                code = self._sms_text_code(code)
+            return _event((event_type, key, SOURCE_SMS, code, None, None, when, tuple(ids)))
         if not kind.startswith(_ACS_PREFIX):
             return Event(event_type, key, ids=tuple(ids), time_text=when)
         data = _canonical(data, _DATA, "resultInformation", "callConnectionId")
