@@ -419,6 +419,8 @@ class _FileChecker:
                 f"{found['pattern']!r} is not a class pattern (use '5xx' or '480-489')",
             )
             ok = False
+        codes: list[str] | None
+        message: str | None
         if is_class:
             codes, subcode, message = [""], "", self.any_message(fields, path)
             ok = ok and message is not None
