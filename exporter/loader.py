@@ -53,7 +53,11 @@ class MappingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One classified row: a mapping entry, or a class rule when ``pattern`` is set."""
+    """One classified row: a mapping entry, or a class rule when ``pattern`` is set.
+
+    A class rule's ``message`` is empty, or ``ANY_MESSAGE`` ("*") for the rule that applies
+    only to a code that comes with a message no entry matched.
+    """
 
     source: str
     file: str
