@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .keys import MAX_MESSAGE_CHARS, normalize_code, normalize_message
-from .loader import Rule, SourceTable, class_bounds, load_tables
+from .loader import ANY_MESSAGE, Rule, SourceTable, class_bounds, load_tables
 from .taxonomy import (
     DEFAULT_OWNER,
     DEFAULT_RETRYABLE,
@@ -151,6 +151,7 @@ class Codebook:
         self._subcode: dict[tuple[str, str], Resolution] = {}
         self._name_codes: dict[tuple[str, str], str] = {}
         self._classes: dict[str, tuple[_ClassRule, ...]] = {}
+        self._message_classes: dict[str, tuple[_ClassRule, ...]] = {}
         self._cache_size = max(cache_size, 0)
         subcode_seen: dict[tuple[str, str], list[Rule]] = {}
         name_seen: dict[tuple[str, str], set[str]] = {}
@@ -166,17 +167,22 @@ class Codebook:
                     subcode_seen.setdefault((src, rule.subcode), []).append(rule)
                 if rule.name and rule.code:
                     name_seen.setdefault((src, rule.name), set()).add(rule.code)
-            self._classes[src] = tuple(
-                _ClassRule(
-                    lo,
-                    hi,
-                    len(rule.pattern) if "x" in rule.pattern else 0,
-                    _make(src, Match.CLASS, rule),
+            compiled = [
+                (
+                    rule.message == ANY_MESSAGE,
+                    _ClassRule(
+                        lo,
+                        hi,
+                        len(rule.pattern) if "x" in rule.pattern else 0,
+                        _make(src, Match.CLASS, rule),
+                    ),
                 )
                 for rule in table.classes
                 if (bounds := class_bounds(rule.pattern)) is not None
                 for lo, hi in (bounds,)
-            )
+            ]
+            self._classes[src] = tuple(c for any_msg, c in compiled if not any_msg)
+            self._message_classes[src] = tuple(c for any_msg, c in compiled if any_msg)
         for (src, sub), rules in subcode_seen.items():
             # A subcode decides alone only when the source gives it one meaning: a subcode-only
             # entry, or the single entry that carries it (docs/taxonomy.md §1).
@@ -265,6 +271,12 @@ class Codebook:
                 return hit
             if (hit := exact.get((src, c, "", ""))) is not None:
                 return hit
+            if msg or _long_text(message):
+                # A class rule with ``message: "*"``: the code came with a message that no
+                # entry matched (a Braze 2xx with a non-fatal error, docs/taxonomy.md §1).
+                for rule in self._message_classes[src]:
+                    if _in_class(c, rule):
+                        return rule.resolution
             for rule in self._classes[src]:
                 if _in_class(c, rule):
                     return rule.resolution
@@ -299,6 +311,15 @@ def cacheable(*values: object) -> bool:
 
 def _is_int(text: str) -> bool:
     return text.lstrip("-").isdigit()
+
+
+def _long_text(message: object) -> bool:
+    """True for a message too long to match an entry: it still counts as a message given.
+
+    Only the length decides (no scan of hostile megabyte strings); an oversized all-blank
+    message is the one input this reads as given where a short one would not be.
+    """
+    return isinstance(message, (str, bytes, bytearray)) and len(message) > MAX_MESSAGE_CHARS
 
 
 def _in_class(code: str, rule: _ClassRule) -> bool:

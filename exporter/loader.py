@@ -30,6 +30,8 @@ SCHEMA_VERSION = 1
 MAX_DESCRIPTION_CHARS = 160
 DOC_LANGUAGES = ("ja", "zh", "en")
 RESULT_CATEGORIES = ("Success", "ExpectedError", "UnexpectedClientError", "UnexpectedServerError")
+# A class rule's only message: "any message no entry matched" (docs/taxonomy.md §1, rung 4).
+ANY_MESSAGE = "*"
 
 _SOURCE_ID = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 _CLASS_DIGIT = re.compile(r"([1-9])xx", re.IGNORECASE)
@@ -51,7 +53,11 @@ class MappingError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One classified row: a mapping entry, or a class rule when ``pattern`` is set."""
+    """One classified row: a mapping entry, or a class rule when ``pattern`` is set.
+
+    A class rule's ``message`` is empty, or ``ANY_MESSAGE`` ("*") for the rule that applies
+    only to a code that comes with a message no entry matched.
+    """
 
     source: str
     file: str
@@ -164,6 +170,7 @@ class _FileChecker:
     )
     CLASS_KEYS = (
         "pattern",
+        "message",
         "category",
         "severity",
         "retryable",
@@ -321,7 +328,7 @@ class _FileChecker:
         seen: dict[tuple[str, str, str], int] = {}
         for i, item in enumerate(node.value):
             for rule in self.rule(item, f"{path}[{i}]", source, is_class=is_class):
-                key = (rule.pattern, "", "") if is_class else rule.key
+                key = (rule.pattern, "", rule.message) if is_class else rule.key
                 if key in seen:
                     self.problem(
                         item,
@@ -416,7 +423,13 @@ class _FileChecker:
                 f"{found['pattern']!r} is not a class pattern (use '5xx' or '480-489')",
             )
             ok = False
-        codes, subcode, message = self.keys(fields, path, node) if not is_class else ([""], "", "")
+        codes: list[str] | None
+        message: str | None
+        if is_class:
+            codes, subcode, message = [""], "", self.any_message(fields, path)
+            ok = ok and message is not None
+        else:
+            codes, subcode, message = self.keys(fields, path, node)
         if message and "message" in fields:
             found["message_text"] = " ".join(str(fields["message"].value).split())
         if not ok or codes is None or category is None:
@@ -433,7 +446,7 @@ class _FileChecker:
                 description=found["description"],
                 code=code,
                 subcode=subcode,
-                message=message,
+                message=message or "",
                 message_text=(found.get("message_text") or ""),
                 pattern=(found.get("pattern") or "").lower(),
                 name=found.get("name") or "",
@@ -445,6 +458,21 @@ class _FileChecker:
             )
             for code in codes
         ]
+
+    def any_message(self, fields: dict[str, yaml.Node], path: str) -> str | None:
+        """A class rule's ``message``: "" when absent, "*" when given as such, else None."""
+        if "message" not in fields:
+            return ""
+        text = self.string(fields["message"], f"{path}.message")
+        if text is not None and text != ANY_MESSAGE:
+            self.problem(
+                fields["message"],
+                f"{path}.message",
+                f"{text!r} is not allowed on a class rule: only '*' (any message no entry "
+                "matches); give a message its own entry with a code",
+            )
+            return None
+        return text
 
     def keys(
         self, fields: dict[str, yaml.Node], path: str, node: yaml.Node
@@ -470,6 +498,13 @@ class _FileChecker:
             message = normalize_message(text) or "" if text else ""
             if not message:
                 codes = None
+            elif message == ANY_MESSAGE:
+                self.problem(
+                    fields["message"],
+                    f"{path}.message",
+                    "'*' (any message) is only for a class rule; an entry names one message",
+                )
+                codes = None
             elif "code" not in fields:
                 self.problem(fields["message"], f"{path}.message", "needs a code beside it")
                 codes = None
@@ -493,7 +528,7 @@ class _FileChecker:
 
 def _describe_key(key: tuple[str, str, str], is_class: bool) -> str:
     if is_class:
-        return f"pattern={key[0]!r}"
+        return f"pattern={key[0]!r}" + (f" message={key[2]!r}" if key[2] else "")
     names = ("code", "subcode", "message")
     return " ".join(f"{n}={v!r}" for n, v in zip(names, key, strict=True) if v)
 
@@ -616,17 +651,18 @@ def _merge(
                 f"{rule.file}:{rule.line}: entries: {_describe_key(rule.key, False)} of "
                 f"{table.source!r} conflicts with {first.file}:{first.line}{hint}"
             )
-    existing = {c.pattern: i for i, c in enumerate(base.classes)}
+    existing = {(c.pattern, c.message): i for i, c in enumerate(base.classes)}
     for rule in table.classes:
-        i = existing.get(rule.pattern)
+        i = existing.get((rule.pattern, rule.message))
         if i is None:
-            existing[rule.pattern] = len(base.classes)
+            existing[(rule.pattern, rule.message)] = len(base.classes)
             base.classes.append(rule)
         elif overlay and result.override:
             base.classes[i] = rule
         else:
+            with_message = f" with message {rule.message!r}" if rule.message else ""
             problems.items.append(
-                f"{rule.file}:{rule.line}: classes: pattern {rule.pattern!r} of "
+                f"{rule.file}:{rule.line}: classes: pattern {rule.pattern!r}{with_message} of "
                 f"{table.source!r} conflicts with {base.classes[i].file}:{base.classes[i].line}"
             )
     base.aliases.extend(a for a in table.aliases if a not in base.aliases)

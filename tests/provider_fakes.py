@@ -130,12 +130,15 @@ class Pipeline:
         assert len(coded) == 1, [(s.name, dict(s.attributes or {})) for s in self.spans()]
         return coded[0]
 
-    def count(self, source: str, code: str, subcode: str = "") -> float:
-        """provider_codes_total for (source, code, subcode), whatever the other labels."""
+    def count(self, source: str, code: str, subcode: str = "", category: str = "") -> float:
+        """provider_codes_total for (source, code, subcode), whatever the other labels (or
+        only the series of ``category`` when one is given)."""
         total = 0.0
+        labels = f'source="{source}",code="{code}",subcode="{subcode}",'
+        if category:
+            labels += f'category="{category}",'
         for line in self.enricher.metrics.render().decode().splitlines():
-            if line.startswith("provider_codes_total{") and (
-                    f'source="{source}",code="{code}",subcode="{subcode}",' in line):
+            if line.startswith("provider_codes_total{") and labels in line:
                 total += float(line.rsplit(" ", 1)[1])
         return total
 

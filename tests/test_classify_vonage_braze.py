@@ -56,6 +56,25 @@ CASES = {
     "vonage-33-dead": ("vonage.sms", "33", None, "recipient_invalid warning no end_user exact"),
     "nexmo-alias": ("nexmo.sms", "12", None, "payload_too_large error no our_app exact"),
     "braze-2xx-success": ("braze.rest", "201", None, "success info no none class"),
+    "braze-2xx-message-success": ("braze.rest", "201", "success", "success info no none exact"),
+    "braze-200-message-success-case": (
+        "braze.rest",
+        "200",
+        " Success ",
+        "success info no none exact",
+    ),
+    "braze-2xx-non-fatal-error": (
+        "braze.rest",
+        "201",
+        "'email' is not a valid email",
+        "invalid_request error no our_app class",
+    ),
+    "braze-2xx-non-fatal-error-other-status": (
+        "braze.rest",
+        "204",
+        "'external_id' is required",
+        "invalid_request error no our_app class",
+    ),
     "braze-5xx-class": (
         "braze.rest",
         "503",

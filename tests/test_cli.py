@@ -152,6 +152,27 @@ def test_lookup_subcode_zero_resolves_by_code(capsys: pytest.CaptureFixture[str]
     assert (data["category"], data["match"]) == ("provider_internal", "exact")
 
 
+def test_class_rule_with_any_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """A Braze 2xx with a non-fatal error's text resolves by the 2xx rule with message "*";
+    `list` shows that rule with its '*' beside the plain 2xx rule."""
+    argv = ["lookup", "braze.rest", "201", "--message", "'email' is not a valid email", "--json"]
+    assert main(argv) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["category"], data["owner"], data["match"], data["mapped_message"]) == (
+        "invalid_request", "our_app", "class", "*")
+    assert main(["lookup", "braze.rest", "201", "--message", "success", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["category"], data["match"], data["mapped_message"]) == (
+        "success", "exact", "success")
+    assert main(["list", "braze.rest", "--json"]) == 0
+    classes = [(r["pattern"], r["message"], r["category"])
+               for r in json.loads(capsys.readouterr().out) if r["pattern"] == "2xx"]
+    assert classes == [("2xx", "", "success"), ("2xx", "*", "invalid_request")]
+    assert main(["list", "braze.rest"]) == 0
+    rows = [line.split()[:3] for line in capsys.readouterr().out.splitlines()]
+    assert ["2xx", "*", "invalid_request"] in rows and ["2xx", "success", "info"] in rows
+
+
 def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     """`list` shows sources; `list SOURCE` shows its codes and class rules."""
     assert main(["list", "--mappings", OVERLAY]) == 0

@@ -92,7 +92,7 @@ def _reset() -> str:
 
 
 CASES = [
-    # id, answer, span (code, message), event messages, category
+    # id, answer, span (code, message), event messages, span category (events: EVENT_CATEGORY)
     ("success", json_answer(201, {"message": "success"}), ("201", None), [], "success"),
     ("success-non-fatal-errors",
      json_answer(201, {"message": "success", "errors": [
@@ -110,6 +110,9 @@ CASES = [
     ("unauthorized", json_answer(401, {"message": "Invalid API key: ***"}),
      ("401", "Invalid API key: ***"), [], "auth"),
 ]
+# A non-fatal error of an accepted request: that object was not processed (the 2xx rule with
+# message "*" of braze_rest.yaml; docs/taxonomy.md §2 #19).
+EVENT_CATEGORY = "invalid_request"
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -131,10 +134,16 @@ def test_braze_answers_reach_the_span(pipe: Pipeline, fake: FakeProvider, client
     assert attrs["provider.category"] == category
     assert [e.get("provider.message") for e in results(span)] == events
     assert all(e["provider.code"] == span_code[0] for e in results(span))
-    # The span's answer and each non-fatal error count once (no event repeats the span).
+    assert [(e["provider.category"], e["provider.owner"], e["provider.match"])
+            for e in results(span)] == [(EVENT_CATEGORY, "our_app", "class")] * len(events)
+    # The span's answer and each non-fatal error count once (no event repeats the span): the
+    # answer under its own category, the errors under theirs.
     assert pipe.count("braze.rest", span_code[0]) == 1.0 + len(events)
-    if category != "success":
-        assert span.status.status_code is StatusCode.ERROR
+    assert pipe.count("braze.rest", span_code[0], category=category) == 1.0
+    if events:
+        assert pipe.count("braze.rest", span_code[0], category=EVENT_CATEGORY) == len(events)
+    # Non-fatal errors leave the accepted request's span status alone (events never set it).
+    assert (span.status.status_code is StatusCode.ERROR) == (category != "success")
     flat = repr([dict(s.attributes or {}) for s in pipe.spans()])
     assert API_KEY not in flat and USER not in flat
 

@@ -72,6 +72,19 @@ VALIDATE_CASES = [
      "seeds: [x]\nentries:\n  - code: '1'\n    category: throttled\n"
      "    description: d\n    doc: {en: d}\n",
      0, 1, "'nexmo.sms' already names source"),
+    ("adds-builtin-message-class-without-override",
+     "schema: 1\nsource: braze.rest\ntitle: t\nversion: '1'\nclasses:\n  - pattern: 2XX\n"
+     "    message: '*'\n    category: unknown\n    description: d\nentries: []\n",
+     0, 1, "x.yaml:6: classes: pattern '2xx' with message '*' of 'braze.rest' conflicts with "),
+    ("override-message-class-is-fine",
+     "schema: 1\nsource: braze.rest\noverride: true\ntitle: t\nversion: '1'\nclasses:\n"
+     "  - pattern: 2xx\n    message: '*'\n    category: unknown\n    description: d\n"
+     "entries: []\n",
+     0, 0, ""),
+    ("message-class-beside-a-builtin-plain-class",
+     "schema: 1\nsource: braze.rest\ntitle: t\nversion: '1'\nclasses:\n  - pattern: 5xx\n"
+     "    message: '*'\n    category: unknown\n    description: d\nentries: []\n",
+     0, 0, ""),
 ]
 
 
@@ -139,6 +152,26 @@ def test_overlay_override_replaces_and_adds() -> None:
     assert book.resolve("vonage.sms", 900001).category == "content_rejected"
     assert book.resolve("vonage.sms", "0").category == "success"
     assert book.tables["vonage.sms"].version.endswith("+local.1")
+
+
+def test_overlay_message_class(tmp_path: Path) -> None:
+    """An overlay's class rule with message "*" sits beside the plain rule of its pattern and
+    replaces only its own kind (pattern and message) with `override: true`."""
+    (tmp_path / "braze.yaml").write_text(
+        "schema: 1\nsource: braze.rest\noverride: true\ntitle: t\nversion: local.1\n"
+        "classes:\n  - pattern: 2xx\n    message: '*'\n    category: unknown\n"
+        "    description: mine\n  - pattern: 5xx\n    message: '*'\n"
+        "    category: provider_unavailable\n    description: busy\nentries: []\n",
+        encoding="utf-8")
+    book = load_codebook([tmp_path])
+    got = {(code, message): (r.category, r.match, r.description)
+           for code, message in (("201", "oops"), ("201", None), ("503", "Busy"), ("503", None))
+           for r in (book.resolve("braze.rest", code, message=message),)}
+    assert got[("201", "oops")] == ("unknown", "class", "mine")
+    assert got[("201", None)][:2] == ("success", "class")
+    assert got[("503", "Busy")] == ("provider_unavailable", "class", "busy")
+    assert got[("503", None)][:2] == ("provider_internal", "class")
+    assert len(book.tables["braze.rest"].classes) == 5
 
 
 def test_overlay_adds_source_with_alias_and_class() -> None:

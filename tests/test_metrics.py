@@ -200,6 +200,31 @@ def test_info_metric_lists_every_rule(book: Codebook) -> None:
     assert len(info[0].samples) == 10
 
 
+def test_info_metric_joins_rules_of_one_pattern() -> None:
+    """A class rule with message "*" shares its pattern's info series (one label set, both
+    descriptions in file order), as the messages of one code share theirs; its counts go to
+    the code's own series under its category."""
+    metrics = CodebookMetrics()
+    enricher = Enricher(load_codebook(), metrics)
+    info = [s for f in text_string_to_metric_families(metrics.render().decode())
+            if f.name == "provider_code_info" for s in f.samples
+            if s.labels["source"] == "braze.rest" and s.labels["code"] == "2xx"]
+    assert [s.labels["description"].split(" | ") for s in info] == [[
+        "Request accepted (message: success); only means handed to the messaging services, "
+        "not delivered",
+        "Non-fatal error of an accepted request (an errors[] entry): that object was not "
+        "processed",
+    ]]
+    for message in (None, "success", "'email' is not a valid email"):
+        attrs = {"provider.source": "braze.rest", "provider.code": "201"}
+        if message is not None:
+            attrs["provider.message"] = message
+        assert enricher.enrich_span(attrs) is not None
+    assert _codes(metrics, "braze.rest", "201", "", "success", "info", "no", "none") == 2.0
+    assert _codes(metrics, "braze.rest", "201", "", "invalid_request", "error", "no",
+                  "our_app") == 1.0
+
+
 def test_swapping_codebook_replaces_info(book: Codebook, tmp_path: Path) -> None:
     """A new codebook replaces the info series and entry counts; counters are kept."""
     metrics = CodebookMetrics()

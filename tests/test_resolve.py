@@ -72,6 +72,21 @@ CASES = [
     ("name-case-sensitive", "gone", None, None, "unknown", "unmapped"),
     ("shared-name-not-an-alias", "Twice", None, None, "unknown", "unmapped"),
     ("code-beats-name", "400", None, None, "invalid_request", "exact"),
+    # class rules with message "*": after the code alone, before the plain class rules
+    ("message-class", "503", None, "Busy", "provider_unavailable", "class"),
+    ("message-class-long-message", "503", None, "x" * 300, "provider_unavailable", "class"),
+    ("message-class-bytes", "503", None, b"Busy", "provider_unavailable", "class"),
+    ("message-class-needs-a-message", "503", None, None, "provider_internal", "class"),
+    ("message-class-blank-message", "503", None, "  ", "provider_internal", "class"),
+    ("message-class-not-a-text", "503", None, 42, "provider_internal", "class"),
+    ("message-class-alone-with-message", "201", None, "Partly", "invalid_request", "class"),
+    ("message-class-alone-no-message", "201", None, None, "unknown", "unmapped"),
+    ("code-beats-message-class", "200", None, "Anything", "success", "exact"),
+    ("pair-beats-message-class", "500", "10", "Busy", "auth", "exact"),
+    ("message-entry-beats-message-class", "400", None, "rate limited", "throttled", "exact"),
+    ("plain-range-outside-message-class", "486", None, "Busy", "recipient_unreachable",
+     "class"),
+    ("message-class-needs-its-digits", "5000", None, "Busy", "unknown", "unmapped"),
 ]
 
 
@@ -83,7 +98,8 @@ CASES = [
 def test_ladder(
     book: Codebook, code: object, subcode: object, message: object, category: str, match: str
 ) -> None:
-    """Each rung of docs/taxonomy.md §1 in order: pair, subcode, message, code, class, unmapped."""
+    """Each rung of docs/taxonomy.md §1 in order: pair, subcode, message, code, the class rules
+    that take a message (only when one is given), the plain class rules, unmapped."""
     r = book.resolve("test.ladder", code, subcode, message)
     assert (r.category, r.match) == (category, match)
 

@@ -8,7 +8,8 @@ API with ``requests`` or ``httpx``. This instrumentor claims requests to a Braze
 :mod:`exporter.instrumentation._http`): the HTTP status becomes ``provider.code`` and the body's
 ``message``, when it is not ``success``, ``provider.message``. A 2xx whose ``errors`` array
 lists non-fatal errors records one ``provider.result`` event per error (its text as
-``provider.message``). An answer without Braze's JSON ``message`` (a proxy's 502, an HTML error
+``provider.message``; the mappings' ``2xx`` rule with message ``*`` makes it
+``invalid_request``). An answer without Braze's JSON ``message`` (a proxy's 502, an HTML error
 page) records no code. The span is the HTTP client span when one is open, else a CLIENT span
 ``braze.rest`` started around the request. Never recorded: request bodies, user ids, emails,
 the API key.
