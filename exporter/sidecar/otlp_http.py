@@ -34,11 +34,8 @@ workers and never raises (an unexpected error becomes a 500 with a Status body).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import threading
-import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -46,14 +43,12 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import status_pb2
-from waitress import wasyncore
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from ..metrics import CodebookMetrics
 from .budget import InFlightBudget
 from .otlp import REQUEST_TYPES, MalformedRequest, OtlpIntake
+from .waitress_serving import GuardedChannel, WaitressServing
 
 _log = logging.getLogger(__name__)
 
@@ -313,81 +308,11 @@ class _StatusErrorTask(ErrorTask):
         self.write(body)
 
 
-class _Channel(HTTPChannel):
-    """Records when the request being read began (``reading_since``, monotonic; None when no
-    request is partly read) and its bytes so far, for the read deadline and for eviction at
-    the connection limit."""
-
+class _Channel(GuardedChannel):
     error_task_class = _StatusErrorTask
-    reading_since: float | None = None
-    reading_bytes = 0
-
-    def received(self, data: bytes) -> bool:
-        before = self.request
-        result = super().received(data)
-        if self.request is None:
-            self.reading_since = None
-        elif self.request is not before or self.reading_since is None:
-            self.reading_since = time.monotonic()  # a new request began in this data
-            self.reading_bytes = len(data)
-        else:
-            self.reading_bytes += len(data)
-        return bool(result)
-
-    def stalled_since(self, now: float) -> float | None:
-        """Since when this connection has held a slot without a complete request to work on
-        and without data arriving at a useful rate: idle keep-alive silent for over
-        ``_EVICT_AFTER_SECONDS``, or a request arriving for that long at under
-        ``_MIN_READ_RATE`` bytes/s. None otherwise (a request in hand is never evicted)."""
-        if self.requests or self.total_outbufs_len or self.will_close:
-            return None
-        since = self.reading_since
-        if since is None:
-            since = now - (time.time() - self.last_activity)  # idle since its last byte
-        elif self.reading_bytes > _MIN_READ_RATE * (now - since):
-            return None  # still arriving at a useful rate
-        return since if since < now - _EVICT_AFTER_SECONDS else None
 
 
-_EVICT_AFTER_SECONDS = 1.0
-_MIN_READ_RATE = 16 << 10  # bytes/s: any real client on a network sends faster
-
-
-class _Server:
-    """What the receiver adds to waitress's server (mixed into the instance's class)."""
-
-    read_timeout_seconds: float = 10.0
-    _map: dict[int, Any]
-    adj: Any
-
-    def maintenance(self, now: float) -> None:
-        super().maintenance(now)  # type: ignore[misc]
-        cutoff = time.monotonic() - self.read_timeout_seconds
-        for channel in list(self._map.values()):
-            since = getattr(channel, "reading_since", None)
-            if since is not None and since < cutoff and not channel.requests:
-                channel.will_close = True  # closed by the I/O loop on its next pass
-
-    def readable(self) -> bool:
-        if len(self._map) >= self.adj.connection_limit:
-            self._evict_one()
-        return bool(super().readable())  # type: ignore[misc]
-
-    def _evict_one(self) -> None:
-        """Close the connection stalled longest (see ``_Channel.stalled_since``), if any, so
-        the next client can be accepted."""
-        now = time.monotonic()
-        victim, oldest = None, now
-        for channel in self._map.values():
-            if isinstance(channel, _Channel):
-                since = channel.stalled_since(now)
-                if since is not None and since < oldest:
-                    victim, oldest = channel, since
-        if victim is not None:
-            victim.will_close = True
-
-
-class OtlpHttpReceiver:
+class OtlpHttpReceiver(WaitressServing):
     """A running OTLP/HTTP receiver on ``host:port`` (port 0 picks a free one).
 
     Binds in the constructor (raises OSError when the address is taken). ``start()`` runs
@@ -410,7 +335,6 @@ class OtlpHttpReceiver:
         read_timeout_seconds: float = 10.0,
         budget: InFlightBudget | None = None,
     ) -> None:
-        self._map: dict[int, Any] = {}
         self.app = OtlpHttpApp(
             intake,
             max_request_bytes=max_request_bytes,
@@ -419,79 +343,17 @@ class OtlpHttpReceiver:
             pending=self._pending,
             budget=budget,
         )
-        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # we count and shed
-        server = create_server(
+        super().__init__(
             self.app,
-            map=self._map,
-            host=host,
-            port=port,
-            threads=max(1, threads),
-            connection_limit=max(1, connection_limit),
+            host,
+            port,
+            thread_name="codebook-otlp-http",
+            channel_class=_Channel,
+            threads=threads,
+            connection_limit=connection_limit,
+            idle_timeout_seconds=idle_timeout_seconds,
+            read_timeout_seconds=read_timeout_seconds,
             max_request_body_size=max_request_bytes,
-            channel_timeout=idle_timeout_seconds,
-            cleanup_interval=1,  # the read deadline's resolution
             inbuf_overflow=64 << 10,  # larger bodies wait in a temporary file, not in memory
-            asyncore_use_poll=True,
-            ident="codebook",
-            expose_tracebacks=False,
         )
-        assert isinstance(server, BaseWSGIServer)
-        server.__class__ = type("CodebookWSGIServer", (_Server, type(server)), {})
-        server.read_timeout_seconds = read_timeout_seconds  # type: ignore[attr-defined]
-        self._server = server
-        server.channel_class = _Channel
-        server.codebook_app = self.app  # type: ignore[attr-defined]
-        bound = server.getsockname()
-        self.host = str(bound[0])
-        self.port = int(bound[1])
-        self._stopping = threading.Event()
-        self._done = threading.Event()
-        self._drain_seconds = 5.0
-        self._thread: threading.Thread | None = None
-
-    def _pending(self) -> int:
-        queue = getattr(self._server.task_dispatcher, "queue", ())
-        return len(queue)
-
-    def start(self) -> OtlpHttpReceiver:
-        """Serve from a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._run, name="codebook-otlp-http", daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                wasyncore.loop(timeout=0.2, map=self._map, use_poll=True, count=1)
-            self._server.accepting = False
-            self._server.del_channel()
-            if self._server.socket is not None:
-                self._server.socket.close()
-            deadline = time.monotonic() + self._drain_seconds
-            while time.monotonic() < deadline and self._busy():
-                wasyncore.loop(timeout=0.05, map=self._map, use_poll=True, count=1)
-        finally:
-            for channel in list(self._map.values()):
-                with contextlib.suppress(OSError):
-                    channel.close()
-            self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=1)
-            self._done.set()
-
-    def _busy(self) -> bool:
-        dispatcher = self._server.task_dispatcher
-        if getattr(dispatcher, "queue", None) or getattr(dispatcher, "active_count", 0):
-            return True
-        return any(
-            getattr(ch, "total_outbufs_len", 0) or getattr(ch, "requests", None)
-            for ch in self._map.values()
-            if isinstance(ch, HTTPChannel)
-        )
-
-    def stop(self, timeout_seconds: float = 5.0) -> None:
-        """Stop accepting, drain for up to ``timeout_seconds``, close; idempotent."""
-        self._drain_seconds = timeout_seconds
-        self._stopping.set()
-        if self._thread is None:
-            self._server.close()
-            return
-        self._done.wait(timeout_seconds + 2)
+        self._server.codebook_app = self.app  # type: ignore[attr-defined]
