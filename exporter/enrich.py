@@ -122,28 +122,26 @@ class Enricher:
     def enrich_summary(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
         """:meth:`enrich_span` without the count: for a span that summarises one of its own
         ``provider.result`` events (see :func:`result_identity`), which counts it."""
-        get = attributes.get
-        return self.enrich_code(get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE),
-                                get(ATTR_MESSAGE), 0)
+        try:
+            get = attributes.get
+            source, code = get(ATTR_SOURCE), get(ATTR_CODE)
+            subcode, message = get(ATTR_SUBCODE), get(ATTR_MESSAGE)
+        except Exception:  # a hostile mapping or key: counted, never raised
+            self._internal_error("traces")
+            return None
+        return self.enrich_code(source, code, subcode, message, 0)
 
     def enrich_log(self, attributes: Mapping[str, object]) -> Mapping[str, str] | None:
         """:meth:`enrich_span` for a log record: the same result and count, through the same
         cache; an internal failure is counted under ``signal="logs"``."""
         try:
             get = attributes.get
-            key = (get(ATTR_SOURCE), get(ATTR_CODE), get(ATTR_SUBCODE), get(ATTR_MESSAGE))
-            spans = self._spans
-            try:
-                hit = spans[1][key]
-            except (KeyError, TypeError):
-                if key[0] is None or key[1] is None:
-                    return None
-                hit = self._span_miss(spans, key)
-            self.metrics.count_cells(hit[1])
-            return hit[0]
-        except Exception:
+            source, code = get(ATTR_SOURCE), get(ATTR_CODE)
+            subcode, message = get(ATTR_SUBCODE), get(ATTR_MESSAGE)
+        except Exception:  # a hostile mapping or key: counted, never raised
             self._internal_error("logs")
             return None
+        return self.enrich_code(source, code, subcode, message, 1, "logs")
 
     def enrich_code(
         self,
