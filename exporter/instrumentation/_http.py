@@ -58,6 +58,13 @@ class Interest:
 # matcher(host, port, path) -> Interest | None; host lower-case without port.
 Matcher = Callable[[str, "int | None", str], "Interest | None"]
 
+# url -> (host, port, path) as urlsplit reads them. SDKs call a few fixed endpoints, so the
+# split of each request URL is looked up rather than redone; bounded (cleared when full) for
+# clients whose URLs vary (ids in paths).
+_SPLITS: dict[str, tuple[str, int | None, str]] = {}
+_MAX_SPLITS = 256
+_DECODE = json.JSONDecoder().decode
+
 _lock = threading.Lock()
 _matchers: tuple[Matcher, ...] = ()
 _wrapped: list[tuple[Any, str]] = []
@@ -105,6 +112,19 @@ def _install() -> None:
         wrap_function_wrapper(httpcore.AsyncConnectionPool, "handle_async_request",
                               _httpcore_send_async)
         _wrapped.append((httpcore.AsyncConnectionPool, "handle_async_request"))
+
+
+def split(url: str) -> tuple[str, int | None, str]:
+    """``url``'s lower-case host (``""`` when none), port and path, as :func:`urlsplit` reads
+    them; raises ``ValueError`` as ``urlsplit`` does for a malformed URL or port."""
+    parts = _SPLITS.get(url)
+    if parts is None:
+        u = urlsplit(url)
+        parts = ((u.hostname or "").lower(), u.port, u.path)
+        if len(_SPLITS) >= _MAX_SPLITS:
+            _SPLITS.clear()
+        _SPLITS[url] = parts
+    return parts
 
 
 def _claim(host: str, port: int | None, path: str) -> Interest | None:
@@ -166,6 +186,17 @@ def _start(interest: Interest, method: str, host: str, port: int | None) -> _Cal
         return None
 
 
+def loads(body: Any) -> Any:
+    """``json.loads(body)``, same result and errors, with a shortcut for the usual answer: UTF-8
+    bytes (skips json.loads's encoding detection)."""
+    if type(body) is bytes:
+        try:
+            return _DECODE(body.decode("utf-8"))
+        except ValueError:  # a BOM, UTF-16/32, or not JSON: json.loads decides, as before
+            pass
+    return json.loads(body)
+
+
 def _json(body: bytes | None, encoding: str) -> Any:
     if body is None:
         return None
@@ -174,7 +205,7 @@ def _json(body: bytes | None, encoding: str) -> Any:
             body = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(body, MAX_BODY_BYTES)
         elif encoding not in ("", "identity"):
             return None
-        return json.loads(body)
+        return loads(body)
     except (ValueError, zlib.error):
         return None
 
@@ -199,14 +230,13 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
     try:
         request = args[0] if args else kwargs["request"]
-        url = urlsplit(request.url)
-        host = (url.hostname or "").lower()
-        interest = _claim(host, url.port, url.path)
+        host, port, path = split(request.url)
+        interest = _claim(host, port, path)
         method = str(request.method)
     except Exception as exc:
         warn_once("requests hook", exc)
         interest = None
-    call = _start(interest, method, host, url.port) if interest is not None else None
+    call = _start(interest, method, host, port) if interest is not None else None
     if call is None:
         return wrapped(*args, **kwargs)
     try:
@@ -248,11 +278,19 @@ def _httpcore_claim(request: Any) -> tuple[Interest, str, str, int | None] | Non
     return interest, bytes(request.method).decode("ascii", "replace"), host, port
 
 
-def _header(headers: Any, name: bytes) -> str | None:
+def _headers(headers: Any) -> tuple[str, str | None, str]:
+    """(content-type, content-length, content-encoding) of httpcore's header list, in one pass;
+    the first of each wins."""
+    found: dict[bytes, str] = {}
     for key, value in headers:
-        if bytes(key).lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+        name = bytes(key).lower()
+        if name in _WANTED_HEADERS and name not in found:
+            found[name] = bytes(value).decode("latin-1")
+    return (found.get(b"content-type", ""), found.get(b"content-length"),
+            found.get(b"content-encoding", ""))
+
+
+_WANTED_HEADERS = frozenset((b"content-type", b"content-length", b"content-encoding"))
 
 
 class _Replay:
@@ -293,9 +331,9 @@ def _read_ahead(response: Any) -> tuple[int, bool, str] | None:
     """(status, read the body?, content encoding), or None for a response of unknown shape."""
     try:
         status = int(response.status)
-        wanted = _wanted(status, _header(response.headers, b"content-type") or "",
-                         _header(response.headers, b"content-length"))
-        encoding = (_header(response.headers, b"content-encoding") or "").strip().lower()
+        content_type, length, encoding = _headers(response.headers)
+        wanted = _wanted(status, content_type, length)
+        encoding = encoding.strip().lower()
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None

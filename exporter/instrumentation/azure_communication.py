@@ -26,12 +26,10 @@ messages.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
@@ -70,7 +68,7 @@ _ANY = (
 
 def _body(response: Any) -> Any:
     try:
-        return json.loads(response.body())
+        return _http.loads(response.body())
     except Exception:  # an unread stream, not JSON, not UTF-8: no body to read
         return None
 
@@ -137,12 +135,13 @@ class _Run:
     CLIENT span covering the run is recorded once the answer is in.
     """
 
-    __slots__ = ("interest", "method", "name", "seen", "source", "start", "target", "token",
-                 "tracer", "url")
+    __slots__ = ("host", "interest", "method", "name", "path", "port", "seen", "source", "start",
+                 "target", "token", "tracer")
 
-    def __init__(self, tracer: Tracer, name: str, source: str, method: str, url: Any) -> None:
-        self.tracer, self.name, self.source, self.method, self.url = (
-            tracer, name, source, method, url)
+    def __init__(self, tracer: Tracer, name: str, source: str, method: str,
+                 url: tuple[str, int | None, str]) -> None:
+        self.tracer, self.name, self.source, self.method = tracer, name, source, method
+        self.host, self.port, self.path = url
         self.seen = False
         self.token: contextvars.Token[_Run | None] | None = None
         current = trace.get_current_span()
@@ -177,7 +176,7 @@ class _Run:
                 return
             span = self.tracer.start_span(
                 self.name, kind=SpanKind.CLIENT, start_time=self.start,
-                attributes=http_attributes(self.method, self.url.hostname or "", self.url.port))
+                attributes=http_attributes(self.method, self.host, self.port))
             if exc is not None:
                 mark_failed(span, exc)
             if status is not None:
@@ -199,7 +198,7 @@ def _over_http(host: str, port: int | None, path: str) -> _http.Interest | None:
     """The requests hook's matcher: the request of a claimed run, under an HTTP client span."""
     run = _active.get()
     # The path check keeps out other requests made while the run is active (a token fetch).
-    if run is None or path != run.url.path or not is_client_span(trace.get_current_span()):
+    if run is None or path != run.path or not is_client_span(trace.get_current_span()):
         return None
     return run.interest
 
@@ -208,8 +207,8 @@ def _claim(tracer: Tracer, args: Any, kwargs: Any) -> _Run | None:
     try:
         request = args[0] if args else kwargs["request"]
         method = str(request.method).upper()
-        url = urlsplit(request.url)
-        claimed = _classify(method, url.path)
+        url = _http.split(request.url)
+        claimed = _classify(method, url[2])
         if claimed is None:
             return None
         return _Run(tracer, claimed[0], claimed[1], method, url)
