@@ -50,6 +50,7 @@ from ._common import (
     mark_failed,
     outcome_of,
     record,
+    single,
     warn_once,
 )
 
@@ -81,7 +82,7 @@ def _error_code(body: Any) -> str | None:
 def status_and_error(source: str, status: int, body: Any) -> Outcome | None:
     """Call Automation and Chat: the status, with ``error.code`` as subcode on a failure."""
     if 200 <= status < 300:
-        return Outcome(Result(source, str(status)))
+        return single(source, str(status))
     subcode = _error_code(body)
     if subcode is None:
         return None
