@@ -31,12 +31,11 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from wrapt import wrap_function_wrapper
 
 from ._common import (
+    EVENT_NAME,
     MAX_BODY_BYTES,
     Outcome,
     http_attributes,
-    is_client_span,
     mark_failed,
-    record,
     warn_once,
 )
 
@@ -146,7 +145,8 @@ class _Call:
         current = trace.get_current_span()
         self.own: Span | None = None
         self.token: object | None = None
-        if is_client_span(current):
+        # is_client_span, inlined: this runs once per claimed request.
+        if current.is_recording() and getattr(current, "kind", None) is SpanKind.CLIENT:
             self.target = current
         else:
             self.own = interest.tracer.start_span(
@@ -161,9 +161,21 @@ class _Call:
 
     def answered(self, status: int, body: bytes | None, encoding: str) -> None:
         try:
-            outcome = self.interest.extract(status, _json(body, encoding))
+            if body is None:
+                doc = None
+            elif not encoding and type(body) is bytes:
+                # The usual answer, _json inlined: plain UTF-8 JSON.
+                try:
+                    doc = _DECODE(body.decode("utf-8"))
+                except ValueError:
+                    doc = _json(body, encoding)
+            else:
+                doc = _json(body, encoding)
+            outcome = self.interest.extract(status, doc)
             if outcome is not None:
-                record(self.target, outcome)
+                self.target.set_attributes(outcome.attrs)  # record(), inlined
+                for result in outcome.events:
+                    self.target.add_event(EVENT_NAME, result.attributes())
             if self.own is not None:
                 self.own.set_attribute("http.response.status_code", status)
                 if status >= 400 and outcome is None:
@@ -267,29 +279,6 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 # ---- httpx (httpcore) -----------------------------------------------------------------------
 
 
-def _httpcore_claim(request: Any) -> tuple[Interest, str, str, int | None] | None:
-    url = request.url
-    host = bytes(url.host).decode("ascii", "replace").lower()
-    port = url.port
-    path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
-    interest = _claim(host, port, path)
-    if interest is None:
-        return None
-    return interest, bytes(request.method).decode("ascii", "replace"), host, port
-
-
-def _headers(headers: Any) -> tuple[str, str | None, str]:
-    """(content-type, content-length, content-encoding) of httpcore's header list, in one pass;
-    the first of each wins."""
-    found: dict[bytes, str] = {}
-    for key, value in headers:
-        name = bytes(key).lower()
-        if name in _WANTED_HEADERS and name not in found:
-            found[name] = bytes(value).decode("latin-1")
-    return (found.get(b"content-type", ""), found.get(b"content-length"),
-            found.get(b"content-encoding", ""))
-
-
 _WANTED_HEADERS = frozenset((b"content-type", b"content-length", b"content-encoding"))
 
 
@@ -297,13 +286,14 @@ class _Replay:
     """An httpcore response stream whose bytes were read ahead: yields them, closes the original
     (which releases the connection) when httpx closes it."""
 
+    __slots__ = ("_data", "_original")
+
     def __init__(self, data: bytes, original: Any) -> None:
         self._data = data
         self._original = original
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._data:
-            yield self._data
+        return iter((self._data,) if self._data else ())
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._data:
@@ -317,23 +307,37 @@ class _Replay:
 
 
 def _prepare(request: Any) -> _Call | None:
+    """The call of a claimed httpcore request, else None (one frame: it runs per request)."""
     if not _matchers:
         return None
     try:
-        claimed = _httpcore_claim(request)
+        url = request.url
+        host = bytes(url.host).decode("ascii", "replace").lower()
+        port = url.port
+        path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
+        interest = _claim(host, port, path)
+        if interest is None:
+            return None
+        method = bytes(request.method).decode("ascii", "replace")
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None
-    return None if claimed is None else _start(*claimed)
+    return _start(interest, method, host, port)
 
 
 def _read_ahead(response: Any) -> tuple[int, bool, str] | None:
-    """(status, read the body?, content encoding), or None for a response of unknown shape."""
+    """(status, read the body?, content encoding), or None for a response of unknown shape.
+
+    The headers are read in one pass; the first of each wins."""
     try:
         status = int(response.status)
-        content_type, length, encoding = _headers(response.headers)
-        wanted = _wanted(status, content_type, length)
-        encoding = encoding.strip().lower()
+        found: dict[bytes, str] = {}
+        for key, value in response.headers:
+            name = bytes(key).lower()
+            if name in _WANTED_HEADERS and name not in found:
+                found[name] = bytes(value).decode("latin-1")
+        wanted = _wanted(status, found.get(b"content-type", ""), found.get(b"content-length"))
+        encoding = found.get(b"content-encoding", "").strip().lower()
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None
