@@ -37,7 +37,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind
 from wrapt import wrap_function_wrapper
 
 from . import _http
@@ -96,6 +96,10 @@ def sms_send(status: int, body: Any) -> Outcome | None:
     values = body.get("value") if isinstance(body, dict) else None
     if not isinstance(values, list):
         return None
+    if len(values) == 1 and isinstance(values[0], dict):  # the usual answer: one recipient
+        code = as_code(values[0].get("httpStatusCode"))
+        return None if code is None else single(SMS_SEND, code,
+                                                values[0].get("successful") is True)
     results = []
     for item in values:
         if not isinstance(item, dict):
@@ -139,9 +143,10 @@ class _Run:
     __slots__ = ("host", "interest", "method", "name", "path", "port", "seen", "source", "start",
                  "target", "token", "tracer")
 
-    def __init__(self, tracer: Tracer, name: str, source: str, method: str,
+    def __init__(self, interest: _http.Interest, source: str, method: str,
                  url: tuple[str, int | None, str]) -> None:
-        self.tracer, self.name, self.source, self.method = tracer, name, source, method
+        self.interest, self.source, self.method = interest, source, method
+        self.tracer, self.name = interest.tracer, interest.span_name
         self.host, self.port, self.path = url
         self.seen = False
         self.token: contextvars.Token[_Run | None] | None = None
@@ -152,12 +157,7 @@ class _Run:
         else:
             self.target = None
             self.start = time.time_ns()
-            self.interest = _http.Interest(name, self._answered_over_http, tracer)
             self.token = _active.set(self)
-
-    def _answered_over_http(self, status: int, body: Any) -> Outcome | None:
-        self.seen = True
-        return outcome_for(self.source, status, body)
 
     def finish(self, pipeline_response: Any, exc: BaseException | None) -> None:
         """Record the result; called once, in a ``finally``. Never raises."""
@@ -204,7 +204,20 @@ def _over_http(host: str, port: int | None, path: str) -> _http.Interest | None:
     return run.interest
 
 
-def _claim(tracer: Tracer, args: Any, kwargs: Any) -> _Run | None:
+def _answered_over_http(source: str) -> _http.Extract:
+    """The requests hook's reader for ``source``: marks the active run as seen (so it records
+    nothing more) and reads the answer."""
+
+    def extract(status: int, body: Any) -> Outcome | None:
+        run = _active.get()
+        if run is not None:
+            run.seen = True
+        return outcome_for(source, status, body)
+
+    return extract
+
+
+def _claim(interests: dict[str, _http.Interest], args: Any, kwargs: Any) -> _Run | None:
     try:
         request = args[0] if args else kwargs["request"]
         method = str(request.method).upper()
@@ -212,7 +225,7 @@ def _claim(tracer: Tracer, args: Any, kwargs: Any) -> _Run | None:
         claimed = _classify(method, url[2])
         if claimed is None:
             return None
-        return _Run(tracer, claimed[0], claimed[1], method, url)
+        return _Run(interests[claimed[1]], claimed[1], method, url)
     except Exception as exc:
         warn_once("azure pipeline hook", exc)
         return None
@@ -238,9 +251,14 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._on = False
             return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        # One Interest per source, built here rather than per run.
+        interests = {source: _http.Interest(name, _answered_over_http(source), tracer)
+                     for name, source in (("acs.sms.send", SMS_SEND),
+                                          ("acs.call_automation", CALL_AUTOMATION),
+                                          ("acs.chat", CHAT))}
 
         def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            claimed = _claim(tracer, args, kwargs)
+            claimed = _claim(interests, args, kwargs)
             if claimed is None:
                 return wrapped(*args, **kwargs)
             response = error = None
@@ -254,7 +272,7 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 claimed.finish(response, error)
 
         async def run_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            claimed = _claim(tracer, args, kwargs)
+            claimed = _claim(interests, args, kwargs)
             if claimed is None:
                 return await wrapped(*args, **kwargs)
             response = error = None
