@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
@@ -74,10 +74,35 @@ class Result:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """The result the call's span carries, and the results recorded as span events."""
+    """The result the call's span carries, and the results recorded as span events.
+
+    ``attrs`` (derived, not compared) is ``span.attributes()``, built once: an outcome may be
+    shared by many calls (see :func:`single`), and :func:`record` writes it as is.
+    """
 
     span: Result
     events: tuple[Result, ...] = ()
+    attrs: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attrs", self.span.attributes())
+
+
+# (source, code, ok) -> the Outcome of that one result: the usual success answers repeat, and
+# building an Outcome per call costs a few dataclass frames. Bounded: cleared when full.
+_SINGLES: dict[tuple[str, str, bool], Outcome] = {}
+_MAX_SINGLES = 512
+
+
+def single(source: str, code: str, ok: bool = True) -> Outcome:
+    """The (shared, immutable) outcome of one result without subcode or message."""
+    key = (source, code, ok)
+    outcome = _SINGLES.get(key)
+    if outcome is None:
+        if len(_SINGLES) >= _MAX_SINGLES:
+            _SINGLES.clear()
+        outcome = _SINGLES[key] = Outcome(Result(source, code, ok=ok))
+    return outcome
 
 
 def outcome_of(results: Sequence[Result]) -> Outcome | None:
@@ -87,13 +112,18 @@ def outcome_of(results: Sequence[Result]) -> Outcome | None:
     """
     if not results:
         return None
+    if len(results) == 1:
+        only = results[0]
+        if only.subcode is None and only.message is None:
+            return single(only.source, only.code, only.ok)
+        return Outcome(only)
     first = next((r for r in results if not r.ok), results[0])
     return Outcome(first, tuple(results) if len(results) > 1 else ())
 
 
 def record(span: Span, outcome: Outcome) -> None:
     """Write ``outcome`` on ``span``: attributes for the span's result, one event per event."""
-    span.set_attributes(outcome.span.attributes())
+    span.set_attributes(outcome.attrs)
     for result in outcome.events:
         span.add_event(EVENT_NAME, result.attributes())
 

@@ -31,12 +31,11 @@ from opentelemetry.trace import Span, SpanKind, Tracer
 from wrapt import wrap_function_wrapper
 
 from ._common import (
+    EVENT_NAME,
     MAX_BODY_BYTES,
     Outcome,
     http_attributes,
-    is_client_span,
     mark_failed,
-    record,
     warn_once,
 )
 
@@ -57,6 +56,13 @@ class Interest:
 
 # matcher(host, port, path) -> Interest | None; host lower-case without port.
 Matcher = Callable[[str, "int | None", str], "Interest | None"]
+
+# url -> (host, port, path) as urlsplit reads them. SDKs call a few fixed endpoints, so the
+# split of each request URL is looked up rather than redone; bounded (cleared when full) for
+# clients whose URLs vary (ids in paths).
+_SPLITS: dict[str, tuple[str, int | None, str]] = {}
+_MAX_SPLITS = 256
+_DECODE = json.JSONDecoder().decode
 
 _lock = threading.Lock()
 _matchers: tuple[Matcher, ...] = ()
@@ -107,6 +113,19 @@ def _install() -> None:
         _wrapped.append((httpcore.AsyncConnectionPool, "handle_async_request"))
 
 
+def split(url: str) -> tuple[str, int | None, str]:
+    """``url``'s lower-case host (``""`` when none), port and path, as :func:`urlsplit` reads
+    them; raises ``ValueError`` as ``urlsplit`` does for a malformed URL or port."""
+    parts = _SPLITS.get(url)
+    if parts is None:
+        u = urlsplit(url)
+        parts = ((u.hostname or "").lower(), u.port, u.path)
+        if len(_SPLITS) >= _MAX_SPLITS:
+            _SPLITS.clear()
+        _SPLITS[url] = parts
+    return parts
+
+
 def _claim(host: str, port: int | None, path: str) -> Interest | None:
     for matcher in _matchers:
         interest = matcher(host, port, path)
@@ -126,7 +145,8 @@ class _Call:
         current = trace.get_current_span()
         self.own: Span | None = None
         self.token: object | None = None
-        if is_client_span(current):
+        # is_client_span, inlined: this runs once per claimed request.
+        if current.is_recording() and getattr(current, "kind", None) is SpanKind.CLIENT:
             self.target = current
         else:
             self.own = interest.tracer.start_span(
@@ -141,9 +161,21 @@ class _Call:
 
     def answered(self, status: int, body: bytes | None, encoding: str) -> None:
         try:
-            outcome = self.interest.extract(status, _json(body, encoding))
+            if body is None:
+                doc = None
+            elif not encoding and type(body) is bytes:
+                # The usual answer, _json inlined: plain UTF-8 JSON.
+                try:
+                    doc = _DECODE(body.decode("utf-8"))
+                except ValueError:
+                    doc = _json(body, encoding)
+            else:
+                doc = _json(body, encoding)
+            outcome = self.interest.extract(status, doc)
             if outcome is not None:
-                record(self.target, outcome)
+                self.target.set_attributes(outcome.attrs)  # record(), inlined
+                for result in outcome.events:
+                    self.target.add_event(EVENT_NAME, result.attributes())
             if self.own is not None:
                 self.own.set_attribute("http.response.status_code", status)
                 if status >= 400 and outcome is None:
@@ -166,6 +198,17 @@ def _start(interest: Interest, method: str, host: str, port: int | None) -> _Cal
         return None
 
 
+def loads(body: Any) -> Any:
+    """``json.loads(body)``, same result and errors, with a shortcut for the usual answer: UTF-8
+    bytes (skips json.loads's encoding detection)."""
+    if type(body) is bytes:
+        try:
+            return _DECODE(body.decode("utf-8"))
+        except ValueError:  # a BOM, UTF-16/32, or not JSON: json.loads decides, as before
+            pass
+    return json.loads(body)
+
+
 def _json(body: bytes | None, encoding: str) -> Any:
     if body is None:
         return None
@@ -174,7 +217,7 @@ def _json(body: bytes | None, encoding: str) -> Any:
             body = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(body, MAX_BODY_BYTES)
         elif encoding not in ("", "identity"):
             return None
-        return json.loads(body)
+        return loads(body)
     except (ValueError, zlib.error):
         return None
 
@@ -199,14 +242,13 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
         return wrapped(*args, **kwargs)
     try:
         request = args[0] if args else kwargs["request"]
-        url = urlsplit(request.url)
-        host = (url.hostname or "").lower()
-        interest = _claim(host, url.port, url.path)
+        host, port, path = split(request.url)
+        interest = _claim(host, port, path)
         method = str(request.method)
     except Exception as exc:
         warn_once("requests hook", exc)
         interest = None
-    call = _start(interest, method, host, url.port) if interest is not None else None
+    call = _start(interest, method, host, port) if interest is not None else None
     if call is None:
         return wrapped(*args, **kwargs)
     try:
@@ -237,35 +279,21 @@ def _requests_send(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
 # ---- httpx (httpcore) -----------------------------------------------------------------------
 
 
-def _httpcore_claim(request: Any) -> tuple[Interest, str, str, int | None] | None:
-    url = request.url
-    host = bytes(url.host).decode("ascii", "replace").lower()
-    port = url.port
-    path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
-    interest = _claim(host, port, path)
-    if interest is None:
-        return None
-    return interest, bytes(request.method).decode("ascii", "replace"), host, port
-
-
-def _header(headers: Any, name: bytes) -> str | None:
-    for key, value in headers:
-        if bytes(key).lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+_WANTED_HEADERS = frozenset((b"content-type", b"content-length", b"content-encoding"))
 
 
 class _Replay:
     """An httpcore response stream whose bytes were read ahead: yields them, closes the original
     (which releases the connection) when httpx closes it."""
 
+    __slots__ = ("_data", "_original")
+
     def __init__(self, data: bytes, original: Any) -> None:
         self._data = data
         self._original = original
 
     def __iter__(self) -> Iterator[bytes]:
-        if self._data:
-            yield self._data
+        return iter((self._data,) if self._data else ())
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         if self._data:
@@ -279,23 +307,37 @@ class _Replay:
 
 
 def _prepare(request: Any) -> _Call | None:
+    """The call of a claimed httpcore request, else None (one frame: it runs per request)."""
     if not _matchers:
         return None
     try:
-        claimed = _httpcore_claim(request)
+        url = request.url
+        host = bytes(url.host).decode("ascii", "replace").lower()
+        port = url.port
+        path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
+        interest = _claim(host, port, path)
+        if interest is None:
+            return None
+        method = bytes(request.method).decode("ascii", "replace")
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None
-    return None if claimed is None else _start(*claimed)
+    return _start(interest, method, host, port)
 
 
 def _read_ahead(response: Any) -> tuple[int, bool, str] | None:
-    """(status, read the body?, content encoding), or None for a response of unknown shape."""
+    """(status, read the body?, content encoding), or None for a response of unknown shape.
+
+    The headers are read in one pass; the first of each wins."""
     try:
         status = int(response.status)
-        wanted = _wanted(status, _header(response.headers, b"content-type") or "",
-                         _header(response.headers, b"content-length"))
-        encoding = (_header(response.headers, b"content-encoding") or "").strip().lower()
+        found: dict[bytes, str] = {}
+        for key, value in response.headers:
+            name = bytes(key).lower()
+            if name in _WANTED_HEADERS and name not in found:
+                found[name] = bytes(value).decode("latin-1")
+        wanted = _wanted(status, found.get(b"content-type", ""), found.get(b"content-length"))
+        encoding = found.get(b"content-encoding", "").strip().lower()
     except Exception as exc:
         warn_once("httpx hook", exc)
         return None

@@ -26,12 +26,10 @@ messages.
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import time
 from collections.abc import Collection
 from typing import Any
-from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.instrumentation.dependencies import get_dependency_conflicts
@@ -39,7 +37,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
     BaseInstrumentor,
 )
 from opentelemetry.instrumentation.utils import unwrap
-from opentelemetry.trace import Span, SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind
 from wrapt import wrap_function_wrapper
 
 from . import _http
@@ -52,6 +50,7 @@ from ._common import (
     mark_failed,
     outcome_of,
     record,
+    single,
     warn_once,
 )
 
@@ -70,7 +69,7 @@ _ANY = (
 
 def _body(response: Any) -> Any:
     try:
-        return json.loads(response.body())
+        return _http.loads(response.body())
     except Exception:  # an unread stream, not JSON, not UTF-8: no body to read
         return None
 
@@ -83,7 +82,7 @@ def _error_code(body: Any) -> str | None:
 def status_and_error(source: str, status: int, body: Any) -> Outcome | None:
     """Call Automation and Chat: the status, with ``error.code`` as subcode on a failure."""
     if 200 <= status < 300:
-        return Outcome(Result(source, str(status)))
+        return single(source, str(status))
     subcode = _error_code(body)
     if subcode is None:
         return None
@@ -97,6 +96,10 @@ def sms_send(status: int, body: Any) -> Outcome | None:
     values = body.get("value") if isinstance(body, dict) else None
     if not isinstance(values, list):
         return None
+    if len(values) == 1 and isinstance(values[0], dict):  # the usual answer: one recipient
+        code = as_code(values[0].get("httpStatusCode"))
+        return None if code is None else single(SMS_SEND, code,
+                                                values[0].get("successful") is True)
     results = []
     for item in values:
         if not isinstance(item, dict):
@@ -137,12 +140,14 @@ class _Run:
     CLIENT span covering the run is recorded once the answer is in.
     """
 
-    __slots__ = ("interest", "method", "name", "seen", "source", "start", "target", "token",
-                 "tracer", "url")
+    __slots__ = ("host", "interest", "method", "name", "path", "port", "seen", "source", "start",
+                 "target", "token", "tracer")
 
-    def __init__(self, tracer: Tracer, name: str, source: str, method: str, url: Any) -> None:
-        self.tracer, self.name, self.source, self.method, self.url = (
-            tracer, name, source, method, url)
+    def __init__(self, interest: _http.Interest, source: str, method: str,
+                 url: tuple[str, int | None, str]) -> None:
+        self.interest, self.source, self.method = interest, source, method
+        self.tracer, self.name = interest.tracer, interest.span_name
+        self.host, self.port, self.path = url
         self.seen = False
         self.token: contextvars.Token[_Run | None] | None = None
         current = trace.get_current_span()
@@ -152,12 +157,7 @@ class _Run:
         else:
             self.target = None
             self.start = time.time_ns()
-            self.interest = _http.Interest(name, self._answered_over_http, tracer)
             self.token = _active.set(self)
-
-    def _answered_over_http(self, status: int, body: Any) -> Outcome | None:
-        self.seen = True
-        return outcome_for(self.source, status, body)
 
     def finish(self, pipeline_response: Any, exc: BaseException | None) -> None:
         """Record the result; called once, in a ``finally``. Never raises."""
@@ -177,7 +177,7 @@ class _Run:
                 return
             span = self.tracer.start_span(
                 self.name, kind=SpanKind.CLIENT, start_time=self.start,
-                attributes=http_attributes(self.method, self.url.hostname or "", self.url.port))
+                attributes=http_attributes(self.method, self.host, self.port))
             if exc is not None:
                 mark_failed(span, exc)
             if status is not None:
@@ -199,20 +199,33 @@ def _over_http(host: str, port: int | None, path: str) -> _http.Interest | None:
     """The requests hook's matcher: the request of a claimed run, under an HTTP client span."""
     run = _active.get()
     # The path check keeps out other requests made while the run is active (a token fetch).
-    if run is None or path != run.url.path or not is_client_span(trace.get_current_span()):
+    if run is None or path != run.path or not is_client_span(trace.get_current_span()):
         return None
     return run.interest
 
 
-def _claim(tracer: Tracer, args: Any, kwargs: Any) -> _Run | None:
+def _answered_over_http(source: str) -> _http.Extract:
+    """The requests hook's reader for ``source``: marks the active run as seen (so it records
+    nothing more) and reads the answer."""
+
+    def extract(status: int, body: Any) -> Outcome | None:
+        run = _active.get()
+        if run is not None:
+            run.seen = True
+        return outcome_for(source, status, body)
+
+    return extract
+
+
+def _claim(interests: dict[str, _http.Interest], args: Any, kwargs: Any) -> _Run | None:
     try:
         request = args[0] if args else kwargs["request"]
         method = str(request.method).upper()
-        url = urlsplit(request.url)
-        claimed = _classify(method, url.path)
+        url = _http.split(request.url)
+        claimed = _classify(method, url[2])
         if claimed is None:
             return None
-        return _Run(tracer, claimed[0], claimed[1], method, url)
+        return _Run(interests[claimed[1]], claimed[1], method, url)
     except Exception as exc:
         warn_once("azure pipeline hook", exc)
         return None
@@ -238,9 +251,14 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
             self._on = False
             return
         tracer = trace.get_tracer(__name__, tracer_provider=kwargs.get("tracer_provider"))
+        # One Interest per source, built here rather than per run.
+        interests = {source: _http.Interest(name, _answered_over_http(source), tracer)
+                     for name, source in (("acs.sms.send", SMS_SEND),
+                                          ("acs.call_automation", CALL_AUTOMATION),
+                                          ("acs.chat", CHAT))}
 
         def run(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            claimed = _claim(tracer, args, kwargs)
+            claimed = _claim(interests, args, kwargs)
             if claimed is None:
                 return wrapped(*args, **kwargs)
             response = error = None
@@ -254,7 +272,7 @@ class AzureCommunicationInstrumentor(BaseInstrumentor):  # type: ignore[misc]
                 claimed.finish(response, error)
 
         async def run_async(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
-            claimed = _claim(tracer, args, kwargs)
+            claimed = _claim(interests, args, kwargs)
             if claimed is None:
                 return await wrapped(*args, **kwargs)
             response = error = None

@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.instrumentor import (  # type: ignore[attr-de
 )
 
 from . import _http
-from ._common import Outcome, Result
+from ._common import Outcome, Result, single
 
 _log = logging.getLogger(__name__)
 
@@ -54,9 +54,12 @@ def extract(status: int, body: Any) -> Outcome | None:
         return None
     code = str(status)
     ok = 200 <= status < 300
-    span = Result(SOURCE, code, message=None if message.lower() == "success" else message, ok=ok)
-    events: list[Result] = []
     errors = body.get("errors")
+    success = message.lower() == "success"
+    if success and not errors:  # the usual answer: a shared outcome, nothing to build
+        return single(SOURCE, code, ok)
+    span = Result(SOURCE, code, message=None if success else message, ok=ok)
+    events: list[Result] = []
     if ok and isinstance(errors, list):
         for error in errors:
             text = _text(error.get("type") or error.get("message")) if isinstance(

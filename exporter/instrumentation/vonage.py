@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.utils import unwrap
 from wrapt import wrap_function_wrapper
 
 from . import _http
-from ._common import Outcome, Result, as_code, outcome_of
+from ._common import Outcome, Result, as_code, outcome_of, single
 
 _log = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ def extract(status: int, body: Any) -> Outcome | None:
     messages = body.get("messages")
     if not isinstance(messages, list):
         return None
+    if len(messages) == 1:  # the usual answer: one message, its status on the span
+        message = messages[0]
+        code = as_code(message.get("status")) if isinstance(message, dict) else None
+        return None if code is None else single(SOURCE, code, code == "0")
     results = []
     for message in messages:
         code = as_code(message.get("status")) if isinstance(message, dict) else None
