@@ -8,6 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__
 from .codebook import Codebook, builtin_mappings_dir, load_codebook
@@ -261,7 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if "--json" in (sys.argv[1:] if argv is None else argv):
+        _json_usage_errors(parser)
+    args = parser.parse_args(argv)
     try:
         return int(args.func(args))
     except MappingError as exc:
@@ -271,6 +275,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(args, failure)
     except BrokenPipeError:  # `codebook list | head`
         return 0
+
+
+def _json_usage_errors(parser: argparse.ArgumentParser) -> None:
+    """Make usage errors (a missing or unknown argument) of ``parser`` and its verbs print one
+    JSON object on stdout, as every other error does under ``--json``; exit status 2."""
+    parsers = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+
+    for p in parsers:
+        def error(message: str, p: argparse.ArgumentParser = p) -> NoReturn:
+            print(json.dumps({"error": message, "usage": p.format_usage().strip()},
+                             ensure_ascii=False, indent=2))
+            sys.exit(2)
+
+        setattr(p, "error", error)  # noqa: B010 (an instance's own error(), argparse's hook)
 
 
 def _fail(args: argparse.Namespace, failure: _Failure) -> int:

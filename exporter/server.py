@@ -128,7 +128,11 @@ AsgiApp = Callable[
 
 
 def make_asgi_app(metrics: CodebookMetrics, registry: CollectorRegistry | None = None) -> AsgiApp:
-    """An ASGI app serving ``/metrics`` (Starlette, FastAPI, ...: mount it at ``/metrics``)."""
+    """An ASGI app serving ``/metrics`` (Starlette, FastAPI, ...: mount it at ``/metrics``).
+
+    The same paths as :func:`make_wsgi_app`: ``/metrics``; mounted under a prefix
+    (``root_path`` set), the mount point itself; ``/`` a one-line pointer; anything else 404.
+    """
 
     async def app(
         scope: dict[str, Any],
@@ -137,14 +141,24 @@ def make_asgi_app(metrics: CodebookMetrics, registry: CollectorRegistry | None =
     ) -> None:
         if scope.get("type") != "http":
             return
-        body = metrics.render()
-        if registry is not None:
-            body += generate_latest(registry)
-        status = 200
+        root = str(scope.get("root_path", "") or "")
+        path = str(scope.get("path", "/"))
+        if root and path.startswith(root):  # servers that keep the full path (ASGI 3 spec)
+            path = path[len(root):]
+        ctype = CodebookMetrics.CONTENT_TYPE
         if scope.get("method", "GET") not in ("GET", "HEAD"):
-            status, body = 405, b"Method Not Allowed\n"
+            status, body, ctype = 405, b"Method Not Allowed\n", "text/plain"
+        elif path == METRICS_PATH or (root and path in ("", "/")):
+            status, body = 200, metrics.render()
+            if registry is not None:
+                body += generate_latest(registry)
+        elif path in ("", "/"):
+            status, body, ctype = 200, _LANDING, "text/plain; charset=utf-8"
+        else:
+            status, body = 404, b"Not Found: see /metrics\n"
+            ctype = "text/plain; charset=utf-8"
         headers = [
-            (b"content-type", CodebookMetrics.CONTENT_TYPE.encode()),
+            (b"content-type", ctype.encode()),
             (b"content-length", str(len(body)).encode()),
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})

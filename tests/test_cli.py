@@ -212,3 +212,17 @@ def test_builtin_done_criterion() -> None:
     out = subprocess.run([sys.executable, "-m", "exporter", "lookup", "vonage.sms", "1"],
                          capture_output=True, text=True, check=True).stdout
     assert "category     throttled" in out and "severity     warning" in out
+
+
+@pytest.mark.parametrize("argv", [["lookup", "vonage.sms", "--json"], ["lookup", "--json"],
+                                  ["list", "--json", "--nope"], ["validate", "--json", "--bogus"]],
+                         ids=["missing-code", "missing-both", "unknown-option", "validate-unknown"])
+def test_usage_errors_are_json_under_json(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """With --json, a usage error is one JSON object on stdout too (exit status 2)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    out = json.loads(capsys.readouterr().out)
+    assert out["error"] and out["usage"].startswith("usage: codebook")

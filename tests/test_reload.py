@@ -116,3 +116,35 @@ def test_asgi_app_serves_metrics(folder: Path) -> None:
     assert series in body["body"]
     start, _ = asyncio.run(call("POST"))
     assert start["status"] == 405
+
+
+ASGI_PATHS = [
+    ("metrics", "/metrics", "", 200, b"provider_codes_total"),
+    ("mounted-at-prefix-child-path", "/", "/metrics", 200, b"provider_codes_total"),
+    ("mounted-at-prefix-full-path", "/metrics", "/metrics", 200, b"provider_codes_total"),
+    ("mounted-empty-path", "", "/metrics", 200, b"provider_codes_total"),
+    ("landing", "/", "", 200, b"/metrics"),
+    ("unknown", "/nope", "", 404, b"Not Found"),
+    ("unknown-under-mount", "/metrics/nope", "/metrics", 404, b"Not Found"),
+]
+
+
+@pytest.mark.parametrize(("path", "root", "status", "snippet"), [c[1:] for c in ASGI_PATHS],
+                         ids=[c[0] for c in ASGI_PATHS])
+def test_asgi_app_paths(path: str, root: str, status: int, snippet: bytes) -> None:
+    """The ASGI app serves the same paths as the WSGI one: /metrics, the mount point, a
+    landing line at /, and 404 for anything else."""
+    app = make_asgi_app(Enricher().metrics)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": root}
+    asyncio.run(app(scope, receive, send))
+    start, body = sent
+    assert start["status"] == status
+    assert snippet in body["body"]
