@@ -42,6 +42,10 @@ from ._common import (
 # extract(status, body) -> Outcome | None; body is the decoded JSON document, or None when the
 # response had no readable JSON body.
 Extract = Callable[[int, Any], "Outcome | None"]
+# quick(status, body) -> Outcome | None: a shortcut for the usual answer, read from the raw
+# (identity-encoded) bytes. It must return exactly what extract(status, loads(body)) returns,
+# or None whenever it is not sure; None sends the body down the full path.
+Quick = Callable[[int, bytes], "Outcome | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class Interest:
     span_name: str
     extract: Extract
     tracer: Tracer
+    quick: Quick | None = None
 
 
 # matcher(host, port, path) -> Interest | None; host lower-case without port.
@@ -161,17 +166,22 @@ class _Call:
 
     def answered(self, status: int, body: bytes | None, encoding: str) -> None:
         try:
+            interest = self.interest
+            outcome = None
             if body is None:
-                doc = None
+                outcome = interest.extract(status, None)
             elif not encoding and type(body) is bytes:
-                # The usual answer, _json inlined: plain UTF-8 JSON.
-                try:
-                    doc = _DECODE(body.decode("utf-8"))
-                except ValueError:
-                    doc = _json(body, encoding)
+                # The usual answer: the extractor's byte shortcut, else _json inlined.
+                if interest.quick is not None:
+                    outcome = interest.quick(status, body)
+                if outcome is None:
+                    try:
+                        doc = _DECODE(body.decode("utf-8"))
+                    except ValueError:
+                        doc = _json(body, encoding)
+                    outcome = interest.extract(status, doc)
             else:
-                doc = _json(body, encoding)
-            outcome = self.interest.extract(status, doc)
+                outcome = interest.extract(status, _json(body, encoding))
             if outcome is not None:
                 self.target.set_attributes(outcome.attrs)  # record(), inlined
                 for result in outcome.events:
