@@ -1,9 +1,9 @@
 """The instrumentation hooks' shortcuts give exactly what the plain library calls give.
 
 ``_http.loads`` skips json.loads's encoding detection for UTF-8 bytes, ``_http.split`` caches
-urlsplit per URL, the usual single-result outcomes are shared objects, and ``braze.quick`` reads
-Braze's usual success answer from the bytes: each must be indistinguishable from the slow path it
-replaces.
+urlsplit per URL (and the httpcore hook its reading of each URL), the usual single-result
+outcomes are shared objects, and ``braze.quick`` reads Braze's usual success answer from the
+bytes: each must be indistinguishable from the slow path it replaces.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import random
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import pytest
 
 from exporter.instrumentation import _http, braze
@@ -173,3 +174,43 @@ def test_braze_quick_agrees_on_mutated_bodies() -> None:
             answered += 1
             assert got == braze.extract(201, _http._json(bytes(body), "")), bytes(body)
     assert answered > 0
+
+
+HTTPCORE_URLS = [
+    pytest.param("http://127.0.0.1:8080/users/track", ("127.0.0.1", 8080, "/users/track"),
+                 id="port"),
+    pytest.param("https://REST.iad-01.Braze.com/a/b?x=1&y=2", ("rest.iad-01.braze.com", None,
+                                                                "/a/b"), id="case-query"),
+    pytest.param("http://[::1]:9000/x?", ("::1", 9000, "/x"), id="ipv6"),
+    pytest.param("http://h", ("h", None, "/"), id="no-path"),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), HTTPCORE_URLS)
+def test_httpcore_targets_cache_reads_as_uncached(url: str, expected: tuple[Any, ...]) -> None:
+    seen: list[tuple[str, int | None, str]] = []
+
+    def matcher(host: str, port: int | None, path: str) -> None:
+        seen.append((host, port, path))
+
+    _http.register(matcher)
+    try:
+        request = httpcore.Request("POST", url)
+        assert _http._prepare(request) is None and _http._prepare(request) is None
+    finally:
+        _http.unregister(matcher)
+    assert seen == [expected, expected]  # the first read and the cached one
+
+
+def test_httpcore_targets_cache_is_bounded() -> None:
+    _http.register(_unclaiming)
+    try:
+        for i in range(_http._MAX_SPLITS * 2):
+            _http._prepare(httpcore.Request("GET", f"http://h/{i}"))
+    finally:
+        _http.unregister(_unclaiming)
+    assert 0 < len(_http._TARGETS) <= _http._MAX_SPLITS
+
+
+def _unclaiming(host: str, port: int | None, path: str) -> None:
+    return None

@@ -67,6 +67,9 @@ Matcher = Callable[[str, "int | None", str], "Interest | None"]
 # clients whose URLs vary (ids in paths).
 _SPLITS: dict[str, tuple[str, int | None, str]] = {}
 _MAX_SPLITS = 256
+# (host, port, target) of an httpcore URL -> its (host, port, path) as read here; same reason
+# and bound as _SPLITS.
+_TARGETS: dict[tuple[bytes, int | None, bytes], tuple[str, int | None, str]] = {}
 _DECODE = json.JSONDecoder().decode
 
 _lock = threading.Lock()
@@ -322,9 +325,15 @@ def _prepare(request: Any) -> _Call | None:
         return None
     try:
         url = request.url
-        host = bytes(url.host).decode("ascii", "replace").lower()
-        port = url.port
-        path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
+        key = (url.host, url.port, url.target)  # bytes, int | None, bytes (httpcore.URL)
+        parts = _TARGETS.get(key)
+        if parts is None:
+            parts = (bytes(key[0]).decode("ascii", "replace").lower(), key[1],
+                     bytes(key[2]).decode("ascii", "replace").split("?", 1)[0])
+            if len(_TARGETS) >= _MAX_SPLITS:
+                _TARGETS.clear()
+            _TARGETS[key] = parts
+        host, port, path = parts
         interest = _claim(host, port, path)
         if interest is None:
             return None
