@@ -42,6 +42,10 @@ from ._common import (
 # extract(status, body) -> Outcome | None; body is the decoded JSON document, or None when the
 # response had no readable JSON body.
 Extract = Callable[[int, Any], "Outcome | None"]
+# quick(status, body) -> Outcome | None: a shortcut for the usual answer, read from the raw
+# (identity-encoded) bytes. It must return exactly what extract(status, loads(body)) returns,
+# or None whenever it is not sure; None sends the body down the full path.
+Quick = Callable[[int, bytes], "Outcome | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class Interest:
     span_name: str
     extract: Extract
     tracer: Tracer
+    quick: Quick | None = None
 
 
 # matcher(host, port, path) -> Interest | None; host lower-case without port.
@@ -62,6 +67,9 @@ Matcher = Callable[[str, "int | None", str], "Interest | None"]
 # clients whose URLs vary (ids in paths).
 _SPLITS: dict[str, tuple[str, int | None, str]] = {}
 _MAX_SPLITS = 256
+# (host, port, target) of an httpcore URL -> its (host, port, path) as read here; same reason
+# and bound as _SPLITS.
+_TARGETS: dict[tuple[bytes, int | None, bytes], tuple[str, int | None, str]] = {}
 _DECODE = json.JSONDecoder().decode
 
 _lock = threading.Lock()
@@ -161,17 +169,22 @@ class _Call:
 
     def answered(self, status: int, body: bytes | None, encoding: str) -> None:
         try:
+            interest = self.interest
+            outcome = None
             if body is None:
-                doc = None
+                outcome = interest.extract(status, None)
             elif not encoding and type(body) is bytes:
-                # The usual answer, _json inlined: plain UTF-8 JSON.
-                try:
-                    doc = _DECODE(body.decode("utf-8"))
-                except ValueError:
-                    doc = _json(body, encoding)
+                # The usual answer: the extractor's byte shortcut, else _json inlined.
+                if interest.quick is not None:
+                    outcome = interest.quick(status, body)
+                if outcome is None:
+                    try:
+                        doc = _DECODE(body.decode("utf-8"))
+                    except ValueError:
+                        doc = _json(body, encoding)
+                    outcome = interest.extract(status, doc)
             else:
-                doc = _json(body, encoding)
-            outcome = self.interest.extract(status, doc)
+                outcome = interest.extract(status, _json(body, encoding))
             if outcome is not None:
                 self.target.set_attributes(outcome.attrs)  # record(), inlined
                 for result in outcome.events:
@@ -312,9 +325,15 @@ def _prepare(request: Any) -> _Call | None:
         return None
     try:
         url = request.url
-        host = bytes(url.host).decode("ascii", "replace").lower()
-        port = url.port
-        path = bytes(url.target).decode("ascii", "replace").split("?", 1)[0]
+        key = (url.host, url.port, url.target)  # bytes, int | None, bytes (httpcore.URL)
+        parts = _TARGETS.get(key)
+        if parts is None:
+            parts = (bytes(key[0]).decode("ascii", "replace").lower(), key[1],
+                     bytes(key[2]).decode("ascii", "replace").split("?", 1)[0])
+            if len(_TARGETS) >= _MAX_SPLITS:
+                _TARGETS.clear()
+            _TARGETS[key] = parts
+        host, port, path = parts
         interest = _claim(host, port, path)
         if interest is None:
             return None
