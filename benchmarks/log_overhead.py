@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
-import random
-import statistics
 import sys
 import threading
 import time
@@ -40,7 +38,12 @@ if importlib.util.find_spec("exporter") is None:
 from opentelemetry._logs import SeverityNumber
 from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter
-from span_overhead import _attributes, _book, _quartiles  # the same codes and attribute mix
+from span_overhead import (  # the same codes, attribute mix, pairs and report
+    _attributes,
+    _book,
+    measure_pairs,
+    report_shares,
+)
 
 from exporter import Codebook, CodebookLogRecordProcessor, CodebookMetrics, Enricher
 
@@ -116,41 +119,8 @@ def main() -> int:
         for side in (base, cb):
             side.run(attrs)
 
-    rng = random.Random(args.seed)
-    ratios: dict[float, list[tuple[float, float]]] = {share: [] for share, _ in SHARES}
-    base_cpu: dict[float, list[float]] = {share: [] for share, _ in SHARES}
-    started = time.monotonic()
-    rounds = 0
-    while rounds < pairs and (rounds < 3 or time.monotonic() - started < args.max_seconds):
-        order = list(SHARES)
-        rng.shuffle(order)
-        first, second = (base, cb) if rounds % 2 == 0 else (cb, base)
-        for share, _ in order:
-            runs: dict[str, list[tuple[float, float]]] = {base.name: [], cb.name: []}
-            for side in (first, second, second, first):
-                runs[side.name].append(side.run(blocks[share]))
-            (b1, b2), (c1, c2) = runs[base.name], runs[cb.name]
-            ratios[share].append(((c1[0] + c2[0]) / (b1[0] + b2[0]),
-                                  (c1[1] + c2[1]) / (b1[1] + b2[1])))
-            base_cpu[share] += [b1[0], b2[0]]
-        rounds += 1
-    elapsed = time.monotonic() - started
-
-    print(f"{rounds} pairs per share in {elapsed:.1f} s. Overhead: median over pairs of "
-          f"codebook/baseline - 1 [interquartile range]; goals judged on CPU")
-    for share, goal in SHARES:
-        line = [f"{share:4.0%} with code:"]
-        verdict = ""
-        for i, label in ((0, "CPU"), (1, "wall")):
-            pct = [(r[i] - 1) * 100 for r in ratios[share]]
-            mid = statistics.median(pct)
-            lo, hi = _quartiles(pct)
-            line.append(f"{label} {mid:+5.1f}% [{lo:+5.1f},{hi:+5.1f}]")
-            if i == 0:
-                verdict = "met" if mid <= goal else f"MISSED by {mid - goal:.1f} points"
-        base_us = statistics.median(base_cpu[share]) * 1e6 / records
-        line.append(f"(baseline CPU {base_us:.1f} us/record)")
-        print("  ".join(line) + f"  goal <= {goal:.0f}%: {verdict}")
+    ratios, base_cpu = measure_pairs(base, cb, blocks, SHARES, pairs, args.max_seconds, args.seed)
+    report_shares(ratios, base_cpu, SHARES, records, "record")
     for side in (base, cb):
         if side.exporter.exported != side.emitted:
             print(f"WARNING: {side.name} exported {side.exporter.exported} of {side.emitted}")

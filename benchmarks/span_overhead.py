@@ -42,6 +42,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 # The installed package (pip install . builds its C on_end, exporter/_hot.c); the source tree
 # only when nothing is installed. The run says which path on_end takes.
@@ -188,6 +189,67 @@ def _quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
+def measure_pairs(
+    base: Any,
+    cb: Any,
+    blocks: dict[float, Any],
+    shares: Sequence[tuple[float, float]],
+    pairs: int,
+    max_seconds: float,
+    seed: int,
+) -> tuple[dict[float, list[tuple[float, float]]], dict[float, list[float]]]:
+    """Time ``side.run(blocks[share])`` for both sides in A B B A (or B A A B, alternating)
+    pairs, shares in a random order per round; at most ``pairs`` rounds, at least 3, none
+    started after ``max_seconds``. Returns, per share, the (CPU, wall) ratios codebook/baseline
+    (one per pair) and the baseline's CPU seconds per block. Prints how many rounds ran."""
+    rng = random.Random(seed)
+    ratios: dict[float, list[tuple[float, float]]] = {share: [] for share, _ in shares}
+    base_cpu: dict[float, list[float]] = {share: [] for share, _ in shares}
+    started = time.monotonic()
+    rounds = 0
+    while rounds < pairs and (rounds < 3 or time.monotonic() - started < max_seconds):
+        order = list(shares)
+        rng.shuffle(order)
+        first, second = (base, cb) if rounds % 2 == 0 else (cb, base)
+        for share, _ in order:
+            runs: dict[str, list[tuple[float, float]]] = {base.name: [], cb.name: []}
+            for side in (first, second, second, first):
+                runs[side.name].append(side.run(blocks[share]))
+            (b1, b2), (c1, c2) = runs[base.name], runs[cb.name]
+            ratios[share].append(((c1[0] + c2[0]) / (b1[0] + b2[0]),
+                                  (c1[1] + c2[1]) / (b1[1] + b2[1])))
+            base_cpu[share] += [b1[0], b2[0]]
+        rounds += 1
+    elapsed = time.monotonic() - started
+    print(f"{rounds} pairs per share in {elapsed:.1f} s. Overhead: median over pairs of "
+          f"codebook/baseline - 1 [interquartile range]; goals judged on CPU")
+    return ratios, base_cpu
+
+
+def report_shares(
+    ratios: dict[float, list[tuple[float, float]]],
+    base_cpu: dict[float, list[float]],
+    shares: Sequence[tuple[float, float]],
+    items: int,
+    unit: str,
+) -> None:
+    """One line per share: median CPU and wall overhead [IQR], the baseline's CPU per item
+    (``items`` per block), and whether the CPU median meets the share's goal."""
+    for share, goal in shares:
+        line = [f"{share:4.0%} with code:"]
+        verdict = ""
+        for i, label in ((0, "CPU"), (1, "wall")):
+            pct = [(r[i] - 1) * 100 for r in ratios[share]]
+            mid = statistics.median(pct)
+            lo, hi = _quartiles(pct)
+            line.append(f"{label} {mid:+5.1f}% [{lo:+5.1f},{hi:+5.1f}]")
+            if i == 0:
+                verdict = "met" if mid <= goal else f"MISSED by {mid - goal:.1f} points"
+        base_us = statistics.median(base_cpu[share]) * 1e6 / items
+        line.append(f"(baseline CPU {base_us:.1f} us/{unit})")
+        print("  ".join(line) + f"  goal <= {goal:.0f}%: {verdict}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -217,41 +279,8 @@ def main() -> int:
         for side in (base, cb):
             side.run(attrs)
 
-    rng = random.Random(args.seed)
-    # ratios[share]: (CPU, wall) ratios codebook/baseline, one per pair
-    ratios: dict[float, list[tuple[float, float]]] = {share: [] for share, _ in SHARES}
-    base_cpu: dict[float, list[float]] = {share: [] for share, _ in SHARES}
-    started = time.monotonic()
-    rounds = 0
-    while rounds < pairs and (rounds < 3 or time.monotonic() - started < args.max_seconds):
-        order = list(SHARES)
-        rng.shuffle(order)
-        first, second = (base, cb) if rounds % 2 == 0 else (cb, base)
-        for share, _ in order:
-            runs: dict[str, list[tuple[float, float]]] = {base.name: [], cb.name: []}
-            for side in (first, second, second, first):
-                runs[side.name].append(side.run(blocks[share]))
-            (b1, b2), (c1, c2) = runs[base.name], runs[cb.name]
-            ratios[share].append(((c1[0] + c2[0]) / (b1[0] + b2[0]),
-                                  (c1[1] + c2[1]) / (b1[1] + b2[1])))
-            base_cpu[share] += [b1[0], b2[0]]
-        rounds += 1
-    elapsed = time.monotonic() - started
-
-    print(f"{rounds} pairs per share in {elapsed:.1f} s. Overhead: median over pairs of "
-          f"codebook/baseline - 1 [interquartile range]; goals judged on CPU")
-    for share, goal in SHARES:
-        line = [f"{share:4.0%} with code:"]
-        for i, label in ((0, "CPU"), (1, "wall")):
-            pct = [(r[i] - 1) * 100 for r in ratios[share]]
-            mid = statistics.median(pct)
-            lo, hi = _quartiles(pct)
-            line.append(f"{label} {mid:+5.1f}% [{lo:+5.1f},{hi:+5.1f}]")
-            if i == 0:
-                verdict = "met" if mid <= goal else f"MISSED by {mid - goal:.1f} points"
-        base_us = statistics.median(base_cpu[share]) * 1e6 / spans
-        line.append(f"(baseline CPU {base_us:.1f} us/span)")
-        print("  ".join(line) + f"  goal <= {goal:.0f}%: {verdict}")
+    ratios, base_cpu = measure_pairs(base, cb, blocks, SHARES, pairs, args.max_seconds, args.seed)
+    report_shares(ratios, base_cpu, SHARES, spans, "span")
     own = _processor_cost(book, blocks, repeats=15)
     print("CodebookSpanProcessor.on_end alone (CPU per span, % of the baseline span's CPU): "
           + ", ".join(
