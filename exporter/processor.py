@@ -280,7 +280,8 @@ class CodebookSpanProcessor(SpanProcessor):
                 raw = span.attributes or {}
             # provider.result events: the SDK's span keeps them in a BoundedList (or a tuple).
             events: Any = getattr(span, "_events", None)
-            results: list[object] | None = [] if events else None
+            # identities are needed only to tell whether a coded span repeats one of its results
+            results: list[object] | None = [] if events and ATTR_CODE in raw else None
             new_events = enrich_events(events, self.enricher, results) if events else None
             if ATTR_CODE not in raw:
                 extra = None

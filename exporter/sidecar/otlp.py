@@ -481,18 +481,19 @@ class OtlpIntake:
                         continue
                     if not maybe_codes:
                         continue
-                    results: list[object] = []
+                    found, stale = provider_attributes(span.attributes)
+                    # identities matter only when the span carries a code of its own
+                    results: list[object] | None = [] if found else None
                     for event in span.events:  # each provider.result event counts once
                         if event.name == EVENT_RESULT:
-                            found, stale = provider_attributes(event.attributes)
-                            if skip_enriched and stale and _enriched(event.attributes):
+                            ev_found, ev_stale = provider_attributes(event.attributes)
+                            if skip_enriched and ev_stale and _enriched(event.attributes):
                                 continue
-                            if found:
-                                results.append(result_identity(found))
-                            extra = enrich(found) if found else None
+                            if ev_found and results is not None:
+                                results.append(result_identity(ev_found))
+                            extra = enrich(ev_found) if ev_found else None
                             if extra is not None:  # the span's status is the span's own
-                                set_attributes(event, extra, stale, blobs)
-                    found, stale = provider_attributes(span.attributes)
+                                set_attributes(event, extra, ev_stale, blobs)
                     if not found or (skip_enriched and stale and _enriched(span.attributes)):
                         continue
                     if results and result_identity(found) in results:
